@@ -1,0 +1,304 @@
+"""Named weights <-> one flat parameter vector, and the public ``loss_and_grad``.
+
+Why: the kernels and optimizers see a model as ONE contiguous vector (so an
+update, a gradient norm or clipping is a single loop), while users see
+PyTorch's ``state_dict`` names and shapes. ``Network`` is the one place that
+knows the layout and which kernel to call; the estimator and ``loss_and_grad``
+both go through it.
+"""
+
+import numpy as np
+
+from cbptt._kernels import _rnn
+from cbptt._parallel import effective_n_threads, single_threaded_blas
+from cbptt._sequences import (
+    check_lengths,
+    check_positive_int_or_none,
+    check_sequences,
+)
+
+CELLS = ("rnn",)
+NONLINEARITIES = ("tanh", "relu")
+
+
+class Network:
+    """Shapes, flat layout and kernel calls of a many-to-one recurrent net.
+
+    Parameters
+    ----------
+    cell : {"rnn"}
+    nonlinearity : {"tanh", "relu"}
+    n_features, n_hidden, n_classes : int
+    """
+
+    def __init__(self, cell, nonlinearity, n_features, n_hidden, n_classes):
+        self.cell = cell
+        self.nonlinearity = nonlinearity
+        self.n_features = n_features
+        self.n_hidden = n_hidden
+        self.n_classes = n_classes
+        self._kernel = _rnn
+        self._workspace = {}
+
+    @property
+    def shapes(self):
+        """``[(name, shape), ...]`` in flat-vector order (PyTorch's names)."""
+        D, H, C = self.n_features, self.n_hidden, self.n_classes
+        return [
+            ("weight_ih_l0", (H, D)),
+            ("weight_hh_l0", (H, H)),
+            ("bias_ih_l0", (H,)),
+            ("bias_hh_l0", (H,)),
+            ("weight_out", (C, H)),
+            ("bias_out", (C,)),
+        ]
+
+    @property
+    def n_params(self):
+        return sum(int(np.prod(shape)) for _, shape in self.shapes)
+
+    def unpack(self, flat):
+        """Dict of views into ``flat``, one per named weight."""
+        views, start = {}, 0
+        for name, shape in self.shapes:
+            size = int(np.prod(shape))
+            views[name] = flat[start : start + size].reshape(shape)
+            start += size
+        return views
+
+    def pack(self, weights, dtype):
+        """Copy a dict of named weights into a new flat vector, checking it."""
+        if not isinstance(weights, dict):
+            raise TypeError(
+                f"weights must be a dict of arrays named as PyTorch's state_dict; "
+                f"got {type(weights).__name__}."
+            )
+        expected = dict(self.shapes)
+        missing = [name for name in expected if name not in weights]
+        unknown = [name for name in weights if name not in expected]
+        if missing or unknown:
+            raise ValueError(
+                f"weights has the wrong keys: missing {missing}, unexpected "
+                f"{unknown}. Expected exactly {list(expected)}."
+            )
+        flat = np.empty(self.n_params, dtype=dtype)
+        views = self.unpack(flat)
+        for name, shape in self.shapes:
+            value = np.asarray(weights[name])
+            if value.dtype.kind not in "fiu":
+                raise ValueError(
+                    f"weights[{name!r}] must hold real numbers; got dtype {value.dtype}."
+                )
+            if value.shape != shape:
+                raise ValueError(
+                    f"weights[{name!r}] has shape {value.shape}; expected {shape}."
+                )
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"weights[{name!r}] contains NaN or infinity.")
+            views[name][...] = value
+        return flat
+
+    def _buffers(self, dtype, n_batch, max_steps):
+        """Scratch memory for a minibatch, grown as needed and then reused."""
+        n_chunks = -(-n_batch // _rnn.chunk_size())
+        size = self._kernel.workspace_size(
+            min(n_batch, _rnn.chunk_size()), max_steps, self.n_features,
+            self.n_hidden, self.n_classes,
+        )
+        key = np.dtype(dtype)
+        buf = self._workspace.get(key)
+        if buf is None or buf[0].shape[0] < n_chunks or buf[0].shape[1] < size:
+            rows = max(n_chunks, 0 if buf is None else buf[0].shape[0])
+            cols = max(size, 0 if buf is None else buf[0].shape[1])
+            buf = (
+                np.empty((rows, cols), dtype=dtype),
+                np.empty((rows, self.n_params), dtype=dtype),
+            )
+            self._workspace[key] = buf
+        return buf
+
+    def release(self):
+        """Free the scratch memory (it is rebuilt on the next call)."""
+        self._workspace = {}
+
+    def loss_and_grad(self, params, X, lengths, batch, y, sample_weight,
+                      loss_scale, grad_out, truncate, n_threads):
+        """Minibatch loss; the gradient goes into ``grad_out``.
+
+        ``batch`` indexes X and must be sorted by decreasing length.
+        """
+        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        return self._kernel.loss_and_grad(
+            X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
+            chunk_grads, workspace, self.n_hidden, self.n_classes,
+            self.nonlinearity == "relu", truncate, n_threads,
+        )
+
+    def logits(self, params, X, lengths, n_threads):
+        """(n_samples, n_classes) logits of every sequence of X."""
+        batch = sort_by_length(lengths)
+        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
+        self._kernel.forward(
+            X, lengths, batch, params, out, workspace, self.n_hidden,
+            self.n_classes, self.nonlinearity == "relu", n_threads,
+        )
+        logits = np.empty_like(out)
+        logits[batch] = out
+        return logits
+
+
+def sort_by_length(lengths, indices=None):
+    """Indices (all, or the given ones) ordered by decreasing length, stably."""
+    if indices is None:
+        return np.argsort(-lengths, kind="stable").astype(np.intp, copy=False)
+    order = np.argsort(-lengths[indices], kind="stable")
+    return np.ascontiguousarray(indices[order], dtype=np.intp)
+
+
+def _check_choice(value, name, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}.")
+
+
+def loss_and_grad(
+    weights,
+    X,
+    y,
+    *,
+    cell="rnn",
+    nonlinearity="tanh",
+    lengths=None,
+    bptt_truncate=None,
+    sample_weight=None,
+    n_threads=None,
+):
+    """Loss of a many-to-one recurrent classifier and its gradient.
+
+    Runs the same Cython forward and backward pass through time that
+    :class:`cbptt.RNNClassifier` trains with, on weights you supply. Use it to
+    check gradients, to evaluate weights trained elsewhere (the names and
+    shapes are PyTorch's ``state_dict``), or to write your own training loop.
+
+    Parameters
+    ----------
+    weights : dict of str -> array-like
+        ``weight_ih_l0`` (H, D), ``weight_hh_l0`` (H, H), ``bias_ih_l0`` (H,),
+        ``bias_hh_l0`` (H,) as in ``torch.nn.RNN(D, H).state_dict()``, plus
+        the classification head ``weight_out`` (C, H) and ``bias_out`` (C,).
+    X : array-like of shape (n_samples, n_timesteps, n_features)
+        Input sequences, float32 or float64 (the computation runs in X's
+        dtype; other numeric dtypes are converted to float64).
+    y : array-like of shape (n_samples,)
+        Class indices in ``[0, C)``.
+    cell : {"rnn"}, default="rnn"
+        Recurrent cell.
+    nonlinearity : {"tanh", "relu"}, default="tanh"
+        Activation of the Elman cell.
+    lengths : array-like of shape (n_samples,), default=None
+        Number of valid steps of each sequence, in ``[1, n_timesteps]``; the
+        rest is padding, whose content never matters. None means all steps.
+    bptt_truncate : int, default=None
+        Backpropagate through the last ``bptt_truncate`` steps of each
+        sequence only (truncated BPTT). None means full BPTT.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights; the loss is ``sum_i w_i CE_i / sum_i w_i``.
+    n_threads : int, default=None
+        Maximum number of OpenMP threads; None uses what OpenMP allows.
+        The result does not depend on it.
+
+    Returns
+    -------
+    loss : float
+        Weighted mean softmax cross-entropy.
+    grads : dict of str -> ndarray
+        Gradient of ``loss`` for every weight, same keys and shapes as
+        ``weights``, in X's dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cbptt import loss_and_grad
+    >>> rng = np.random.default_rng(0)
+    >>> H, D, C = 4, 3, 2
+    >>> weights = {
+    ...     "weight_ih_l0": rng.normal(size=(H, D)),
+    ...     "weight_hh_l0": rng.normal(size=(H, H)) / 2,
+    ...     "bias_ih_l0": np.zeros(H), "bias_hh_l0": np.zeros(H),
+    ...     "weight_out": rng.normal(size=(C, H)), "bias_out": np.zeros(C),
+    ... }
+    >>> X = rng.normal(size=(5, 7, D))
+    >>> y = np.array([0, 1, 1, 0, 1])
+    >>> loss, grads = loss_and_grad(weights, X, y)
+    >>> grads["weight_hh_l0"].shape
+    (4, 4)
+    """
+    _check_choice(cell, "cell", CELLS)
+    _check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+    n_threads = check_positive_int_or_none(n_threads, "n_threads")
+    bptt_truncate = check_positive_int_or_none(bptt_truncate, "bptt_truncate")
+    X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if X.ndim != 3:
+        raise ValueError(
+            f"X must be a 3-D array (n_samples, n_timesteps, n_features); got "
+            f"{X.ndim} dimension(s)."
+        )
+    X, _ = check_sequences(X, ensure_all_finite=lengths is None)
+    n_samples, n_timesteps, n_features = X.shape
+    if lengths is None:
+        lengths = np.full(n_samples, n_timesteps, dtype=np.intp)
+    else:
+        lengths = check_lengths(lengths, n_samples, n_timesteps)
+        valid = np.arange(n_timesteps) < lengths[:, np.newaxis]
+        if not np.all(np.isfinite(X[valid])):
+            raise ValueError("X contains NaN or infinity within the valid steps.")
+
+    if "weight_hh_l0" not in weights if isinstance(weights, dict) else False:
+        raise ValueError("weights has no 'weight_hh_l0'; see the expected keys below.")
+    hh = np.shape(weights.get("weight_hh_l0")) if isinstance(weights, dict) else ()
+    out = np.shape(weights.get("weight_out")) if isinstance(weights, dict) else ()
+    if len(hh) != 2 or len(out) != 2:
+        raise ValueError(
+            "weights needs 2-D 'weight_hh_l0' (H, H) and 'weight_out' (C, H) "
+            "to infer the sizes of the model."
+        )
+    net = Network(cell, nonlinearity, n_features, hh[0], out[0])
+    flat = net.pack(weights, X.dtype)
+
+    y = np.asarray(y)
+    if y.shape != (n_samples,):
+        raise ValueError(f"y must have shape ({n_samples},); got {y.shape}.")
+    if y.dtype.kind not in "iu" or (n_samples and (y.min() < 0 or y.max() >= net.n_classes)):
+        raise ValueError(
+            f"y must hold integer class indices in [0, {net.n_classes}) "
+            f"(n_classes is weight_out.shape[0])."
+        )
+    y = np.ascontiguousarray(y, dtype=np.intp)
+    if sample_weight is None:
+        weight_sum = float(n_samples)
+    else:
+        sample_weight = np.asarray(sample_weight)
+        if sample_weight.shape != (n_samples,) or sample_weight.dtype.kind not in "fiu":
+            raise ValueError(
+                f"sample_weight must be a numeric array of shape ({n_samples},); "
+                f"got shape {sample_weight.shape} and dtype {sample_weight.dtype}."
+            )
+        if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
+            raise ValueError("sample_weight must be finite and non-negative.")
+        weight_sum = float(np.sum(sample_weight, dtype=np.float64))
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=X.dtype)
+    if n_samples == 0 or weight_sum <= 0:
+        raise ValueError("The loss needs at least one sample with positive weight.")
+    truncate = n_timesteps if bptt_truncate is None else bptt_truncate
+
+    grad = np.empty_like(flat)
+    with single_threaded_blas():
+        loss = net.loss_and_grad(
+            flat, X, lengths, sort_by_length(lengths), y, sample_weight,
+            1.0 / weight_sum, grad, truncate, effective_n_threads(n_threads),
+        )
+    if not np.isfinite(loss):
+        raise ValueError(
+            "The loss is not finite; the weights are too large for this input."
+        )
+    return float(loss), {name: view.copy() for name, view in net.unpack(grad).items()}

@@ -1,0 +1,128 @@
+# Helpers shared by every cell kernel: row-major BLAS, the minibatch gather,
+# the softmax cross-entropy head and elementwise math for float32 and float64.
+#
+# Why: each cell's .pyx only spells out its own recurrence; everything around
+# the time loop (how a chunk reads its inputs, how the loss and its gradient are
+# formed, how a row-major GEMM maps onto Fortran BLAS) lives here, once.
+
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, tanh, tanhf
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+ctypedef Py_ssize_t intp_t
+
+# Rows of the minibatch handled by one OpenMP task. Fixed, so that the
+# arithmetic (and therefore every bit of the result) does not depend on the
+# number of threads.
+cdef enum:
+    CHUNK_SIZE = 32
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating* a, int lda,
+                      const floating* b, int ldb, floating beta,
+                      floating* c, int ldc) noexcept nogil:
+    """Row-major C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if m <= 0 or n <= 0:
+        return
+    # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
+              &beta, c, &ldc)
+
+
+cdef inline floating tanh_(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating exp_(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating log_(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline void gather_time_shifted(
+    const floating* X, intp_t x_stride, intp_t n_features,
+    const intp_t* lengths, const intp_t* rows, intp_t n_rows,
+    intp_t n_steps, floating* x_out,
+) noexcept nogil:
+    """Copy the chunk's sequences into x_out[i, s] = X[rows[i], s - 1].
+
+    x_out is (n_rows, n_steps + 1, n_features): step 0 and every step past a
+    sequence's length are zero, so that padding content never matters and one
+    GEMM over all rows computes the input projection with h_0's row equal to 0.
+    """
+    cdef intp_t i
+    cdef intp_t row_size = (n_steps + 1) * n_features
+    memset(x_out, 0, n_rows * row_size * sizeof(floating))
+    for i in range(n_rows):
+        memcpy(x_out + i * row_size + n_features, X + rows[i] * x_stride,
+               lengths[rows[i]] * n_features * sizeof(floating))
+
+
+cdef inline double softmax_cross_entropy(
+    floating* logits, intp_t n_rows, intp_t n_classes,
+    const intp_t* rows, const intp_t* y, const floating* sample_weight,
+    double loss_scale,
+) noexcept nogil:
+    """Return sum_i w_i CE_i * loss_scale; overwrite logits with d loss / d logits.
+
+    The gradient of a sample's cross-entropy with respect to its logits is
+    softmax(logits) - onehot(y), scaled by the sample's weight and loss_scale.
+    sample_weight may be NULL (all weights one).
+    """
+    cdef intp_t i, c
+    cdef floating* z
+    cdef floating z_max, lse, w
+    cdef double loss = 0.0, sum_exp
+    for i in range(n_rows):
+        z = logits + i * n_classes
+        z_max = z[0]
+        for c in range(1, n_classes):
+            if z[c] > z_max:
+                z_max = z[c]
+        sum_exp = 0.0
+        for c in range(n_classes):
+            sum_exp += exp_(<floating> (z[c] - z_max))
+        lse = z_max + log_(<floating> sum_exp)
+        w = sample_weight[rows[i]] if sample_weight != NULL else 1
+        loss += w * (lse - z[y[rows[i]]])
+        for c in range(n_classes):
+            z[c] = exp_(<floating> (z[c] - lse)) * (w * loss_scale)
+        z[y[rows[i]]] -= w * loss_scale
+    return loss * loss_scale
+
+
+cdef inline void add_bias_rows(floating* a, const floating* bias,
+                               intp_t n_rows, intp_t n_cols) noexcept nogil:
+    cdef intp_t i, j
+    for i in range(n_rows):
+        for j in range(n_cols):
+            a[i * n_cols + j] += bias[j]
+
+
+cdef inline void column_sums(const floating* a, intp_t n_rows, intp_t n_cols,
+                             floating* out) noexcept nogil:
+    """out[j] = sum_i a[i, j] (overwrites out)."""
+    cdef intp_t i, j
+    memset(out, 0, n_cols * sizeof(floating))
+    for i in range(n_rows):
+        for j in range(n_cols):
+            out[j] += a[i * n_cols + j]

@@ -1,0 +1,27 @@
+# What the compiled build can do: OpenMP or not, and how many threads.
+#
+# Why: the Python layer picks thread counts and show_config() reports the
+# build; both need facts only the C compiler knew.
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define CBPTT_OPENMP 1
+    #else
+    #define CBPTT_OPENMP 0
+    static int omp_get_max_threads(void) { return 1; }
+    #endif
+    """
+    bint CBPTT_OPENMP
+    int omp_get_max_threads() nogil
+
+
+def openmp_enabled():
+    """True when the extensions were compiled with OpenMP."""
+    return bool(CBPTT_OPENMP)
+
+
+def openmp_max_threads():
+    """Threads an OpenMP parallel region would use now (1 without OpenMP)."""
+    return omp_get_max_threads()

@@ -1,0 +1,159 @@
+"""Turn what users pass as sequences into one padded array and a length vector.
+
+Why: every entry point (fit, predict, loss_and_grad) accepts the same three
+forms of input, and the kernels need one form only: a C-contiguous
+(n_samples, n_timesteps, n_features) float32/float64 array plus the length of
+each sequence. Validation happens here, once, with messages that say what was
+wrong and what to pass instead; the user's data are never modified.
+
+Accepted forms:
+
+* 3-D array ``(n_samples, n_timesteps, n_features)``;
+* 2-D array ``(n_samples, n_timesteps)``: univariate sequences;
+* a list of ``(n_timesteps_i, n_features)`` arrays (or 1-D arrays, univariate)
+  whose lengths may differ.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.utils.validation import check_array
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+_FORMS = (
+    "Pass a 3-D array (n_samples, n_timesteps, n_features), a 2-D array "
+    "(n_samples, n_timesteps) of univariate sequences, or a list of "
+    "(n_timesteps_i, n_features) arrays."
+)
+
+
+def _check_one_sequence(seq, index, dtype, ensure_all_finite):
+    seq = check_array(
+        seq,
+        dtype=dtype,
+        ensure_all_finite=ensure_all_finite,
+        ensure_2d=False,
+        ensure_min_samples=0,
+        input_name=f"X[{index}]",
+    )
+    if seq.ndim == 1:
+        seq = seq[:, np.newaxis]
+    if seq.ndim != 2:
+        raise ValueError(
+            f"Sequence X[{index}] has {seq.ndim} dimensions; each sequence in a "
+            "list must be a (n_timesteps, n_features) array or a 1-D array."
+        )
+    if seq.shape[0] == 0:
+        raise ValueError(
+            f"Sequence X[{index}] is empty (0 time steps); every sequence needs "
+            "at least one step."
+        )
+    return seq
+
+
+def _is_ragged_list(X):
+    if not isinstance(X, (list, tuple)) or len(X) == 0:
+        return False
+    try:
+        np.asarray(X)
+    except ValueError:
+        return True
+    return False
+
+
+def check_sequences(
+    X, *, dtype=FLOAT_DTYPES, n_features=None, estimator_name=None, ensure_all_finite=True
+):
+    """Validate sequences; return ``(X_padded, lengths)``.
+
+    Parameters
+    ----------
+    X : array-like or list of array-like
+        The sequences, in one of the forms in the module docstring.
+    dtype : dtype or tuple of dtypes
+        float32 input is kept as float32; anything else becomes float64
+        unless a single dtype is given.
+    n_features : int or None
+        If given, the number of features per step X must have.
+    estimator_name : str or None
+        Used in the message when ``n_features`` does not match.
+    ensure_all_finite : bool
+        Reject NaN and infinity. Callers that know the valid steps only (user
+        given lengths) pass False and check those steps themselves.
+
+    Returns
+    -------
+    X_padded : ndarray of shape (n_samples, n_timesteps, n_features)
+        C-contiguous; steps past a sequence's length are zero.
+    lengths : ndarray of shape (n_samples,), dtype intp
+    """
+    if _is_ragged_list(X):
+        seqs = [
+            _check_one_sequence(seq, i, dtype, ensure_all_finite) for i, seq in enumerate(X)
+        ]
+        n_feat = seqs[0].shape[1]
+        for i, seq in enumerate(seqs):
+            if seq.shape[1] != n_feat:
+                raise ValueError(
+                    f"All sequences must have the same number of features: X[0] "
+                    f"has {n_feat} and X[{i}] has {seq.shape[1]}."
+                )
+        out_dtype = np.result_type(*seqs)
+        lengths = np.array([len(seq) for seq in seqs], dtype=np.intp)
+        X_padded = np.zeros((len(seqs), lengths.max(), n_feat), dtype=out_dtype)
+        for i, seq in enumerate(seqs):
+            X_padded[i, : len(seq)] = seq
+    else:
+        if np.ndim(X) not in (2, 3):
+            raise ValueError(
+                f"X must be 2-D or 3-D, got an array with {np.ndim(X)} "
+                f"dimension(s). {_FORMS}"
+            )
+        X_padded = check_array(
+            X, dtype=dtype, allow_nd=True, order="C", ensure_all_finite=ensure_all_finite
+        )
+        if X_padded.ndim == 2:
+            X_padded = X_padded[:, :, np.newaxis]
+        if X_padded.shape[1] == 0 or X_padded.shape[2] == 0:
+            raise ValueError(
+                f"X has shape {X_padded.shape}: sequences need at least one time "
+                "step and one feature."
+            )
+        lengths = np.full(X_padded.shape[0], X_padded.shape[1], dtype=np.intp)
+    if n_features is not None and X_padded.shape[2] != n_features:
+        name = estimator_name or "the model"
+        raise ValueError(
+            f"X has {X_padded.shape[2]} features per time step, but {name} was "
+            f"fitted with {n_features}."
+        )
+    return X_padded, lengths
+
+
+def check_lengths(lengths, n_samples, n_timesteps):
+    """Validate user-given sequence lengths: integers in [1, n_timesteps]."""
+    lengths = np.asarray(lengths)
+    if lengths.shape != (n_samples,):
+        raise ValueError(
+            f"lengths must have shape ({n_samples},), one per sequence; got "
+            f"shape {lengths.shape}."
+        )
+    if lengths.dtype.kind not in "iu" and not (
+        lengths.dtype.kind == "f" and np.all(np.mod(lengths, 1) == 0)
+    ):
+        raise ValueError(f"lengths must be integers; got dtype {lengths.dtype}.")
+    if n_samples and (lengths.min() < 1 or lengths.max() > n_timesteps):
+        raise ValueError(
+            f"lengths must lie in [1, {n_timesteps}] (the number of time steps "
+            f"of X); got values in [{lengths.min()}, {lengths.max()}]."
+        )
+    return np.ascontiguousarray(lengths, dtype=np.intp)
+
+
+def check_positive_int_or_none(value, name):
+    """Return value if it is None or an integer >= 1, else raise."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise ValueError(f"{name} must be None or an integer >= 1; got {value!r}.")

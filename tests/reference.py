@@ -1,0 +1,459 @@
+"""Plain NumPy backpropagation through time: the ground truth for the Cython kernels.
+
+The kernels in ``cbptt/_kernels`` are built for speed (time-major workspaces, fused
+elementwise passes, GEMMs over all steps, minibatches ordered by length), which makes them
+hard to check by reading. This module computes the same many-to-one loss and gradient the
+slow, obvious way: float64, one time step at a time, one forward loop and one mirrored
+backward loop per layer and direction, written like the equations. It is itself checked
+against central finite differences and PyTorch autograd in ``tests/test_reference.py``;
+the kernels are then checked against it.
+
+Conventions are PyTorch's (``torch.nn.RNN/LSTM/GRU`` state_dict names, gate order, and
+``h_n`` of a ``pack_padded_sequence`` run); see ``reference_loss_and_grad``.
+"""
+
+import re
+
+import numpy as np
+
+__all__ = [
+    "N_GATES",
+    "reference_loss_and_grad",
+    "reference_loss",
+    "init_weights",
+    "numerical_grad",
+]
+
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+_PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def sigmoid(a):
+    # Same function as 1 / (1 + exp(-a)), without overflow for large negative a.
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _suffixes(bidirectional):
+    return ("", "_reverse") if bidirectional else ("",)
+
+
+def _architecture(weights, cell, n_features):
+    """Infer (n_layers, bidirectional, hidden sizes) from the weight names; check shapes."""
+    if cell not in N_GATES:
+        raise ValueError(f"cell must be one of {sorted(N_GATES)}, got {cell!r}")
+    n_gates = N_GATES[cell]
+    bidirectional = any(key.endswith("_reverse") for key in weights)
+    n_dirs = 2 if bidirectional else 1
+    layer_ids = {
+        int(m.group(1))
+        for key in weights
+        if (m := re.fullmatch(r"weight_ih_l(\d+)(_reverse)?", key))
+    }
+    n_layers = len(layer_ids)
+    if n_layers == 0 or layer_ids != set(range(n_layers)):
+        raise ValueError(f"weight_ih_l0 .. weight_ih_l{{k}} expected, got keys {sorted(weights)}")
+
+    expected = {"weight_out", "bias_out"}
+    hidden_sizes = []
+    n_in = n_features
+    for k in range(n_layers):
+        n_hidden = np.shape(weights[f"weight_hh_l{k}"])[1]
+        for suffix in _suffixes(bidirectional):
+            shapes = {
+                "weight_ih": (n_gates * n_hidden, n_in),
+                "weight_hh": (n_gates * n_hidden, n_hidden),
+                "bias_ih": (n_gates * n_hidden,),
+                "bias_hh": (n_gates * n_hidden,),
+            }
+            for name, shape in shapes.items():
+                key = f"{name}_l{k}{suffix}"
+                expected.add(key)
+                if key not in weights or np.shape(weights[key]) != shape:
+                    got = np.shape(weights[key]) if key in weights else "missing"
+                    raise ValueError(f"{key}: expected shape {shape}, got {got}")
+        hidden_sizes.append(n_hidden)
+        n_in = n_dirs * n_hidden
+    if set(weights) != expected:
+        raise ValueError(f"unexpected weight names: {sorted(set(weights) - expected)}")
+    n_classes = np.shape(weights["bias_out"])[0]
+    if np.shape(weights["weight_out"]) != (n_classes, n_in):
+        raise ValueError(
+            f"weight_out: expected shape {(n_classes, n_in)}, got {np.shape(weights['weight_out'])}"
+        )
+    return n_layers, bidirectional, hidden_sizes
+
+
+def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight):
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 3:
+        raise ValueError(f"X must be (n_samples, n_timesteps, n_features), got shape {X.shape}")
+    n_samples, n_timesteps, n_features = X.shape
+    if cell == "rnn" and nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    n_layers, bidirectional, hidden_sizes = _architecture(weights, cell, n_features)
+    weights = {key: np.asarray(value, dtype=np.float64) for key, value in weights.items()}
+    n_classes = weights["bias_out"].shape[0]
+
+    y = np.asarray(y)
+    if y.shape != (n_samples,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError("y must be integer class indices of shape (n_samples,)")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"y must lie in [0, {n_classes})")
+
+    if lengths is None:
+        lengths = np.full(n_samples, n_timesteps, dtype=np.intp)
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (n_samples,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError("lengths must be integers of shape (n_samples,)")
+        if lengths.min() < 1 or lengths.max() > n_timesteps:
+            raise ValueError(f"lengths must lie in [1, {n_timesteps}]")
+        lengths = lengths.astype(np.intp)
+
+    if bptt_truncate is not None:
+        if isinstance(bptt_truncate, bool) or not isinstance(bptt_truncate, (int, np.integer)):
+            raise ValueError(f"bptt_truncate must be an int >= 1 or None, got {bptt_truncate!r}")
+        if bptt_truncate < 1:
+            raise ValueError(f"bptt_truncate must be an int >= 1 or None, got {bptt_truncate!r}")
+        if bidirectional:
+            raise ValueError("bptt_truncate is not defined for bidirectional networks")
+
+    if sample_weight is None:
+        sample_weight = np.ones(n_samples)
+    else:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (n_samples,):
+            raise ValueError("sample_weight must have shape (n_samples,)")
+        if np.any(sample_weight < 0) or not sample_weight.sum() > 0:
+            raise ValueError("sample_weight must be non-negative with a positive sum")
+
+    return weights, X, y, lengths, sample_weight, n_layers, bidirectional, hidden_sizes
+
+
+# ----------------------------------------------------------------------------------------
+# One direction of one layer
+# ----------------------------------------------------------------------------------------
+
+
+def _forward_direction(cell, nonlinearity, params, inputs, lengths, reverse):
+    """Run one direction of one layer over all sequences.
+
+    Sequence i takes part in step t iff t < lengths[i]; the forward direction runs
+    t = 0 .. T-1, the reverse one t = T-1 .. 0, so each sequence's reverse run starts at
+    its own last valid step with a zero state. Padded steps are never read.
+
+    Returns ``outputs`` (n, T, H): the state after step t (zero at padded steps), and a
+    ``tape`` of what the backward pass needs, keyed by t.
+    """
+    weight_ih, weight_hh, bias_ih, bias_hh = params
+    n_samples, n_timesteps, _ = inputs.shape
+    n_hidden = weight_hh.shape[1]
+    h = np.zeros((n_samples, n_hidden))
+    c = np.zeros((n_samples, n_hidden))  # LSTM cell state; stays zero for rnn and gru
+    outputs = np.zeros((n_samples, n_timesteps, n_hidden))
+    tape = {}
+    steps = range(n_timesteps - 1, -1, -1) if reverse else range(n_timesteps)
+    for t in steps:
+        rows = np.flatnonzero(lengths > t)
+        x = inputs[rows, t]
+        h_prev = h[rows]
+        c_prev = c[rows]
+        saved = {"rows": rows, "x": x, "h_prev": h_prev}
+
+        if cell == "rnn":
+            pre = x @ weight_ih.T + bias_ih + h_prev @ weight_hh.T + bias_hh
+            h_new = np.tanh(pre) if nonlinearity == "tanh" else np.maximum(pre, 0.0)
+            c_new = c_prev
+            saved.update(pre=pre, h=h_new)
+        elif cell == "lstm":
+            gates = x @ weight_ih.T + bias_ih + h_prev @ weight_hh.T + bias_hh
+            a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
+            i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
+            c_new = f * c_prev + i * g
+            tanh_c = np.tanh(c_new)
+            h_new = o * tanh_c
+            saved.update(i=i, f=f, g=g, o=o, c_prev=c_prev, tanh_c=tanh_c)
+        else:  # gru
+            gi = x @ weight_ih.T + bias_ih
+            gh = h_prev @ weight_hh.T + bias_hh
+            gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
+            gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+            r = sigmoid(gi_r + gh_r)
+            z = sigmoid(gi_z + gh_z)
+            n = np.tanh(gi_n + r * gh_n)
+            h_new = (1.0 - z) * n + z * h_prev
+            c_new = c_prev
+            saved.update(r=r, z=z, n=n, gh_n=gh_n)
+
+        h[rows] = h_new
+        c[rows] = c_new
+        outputs[rows, t] = h_new
+        tape[t] = saved
+    return outputs, tape
+
+
+def _backward_direction(cell, nonlinearity, params, tape, d_outputs, lengths, reverse,
+                        bptt_truncate):
+    """Mirror of ``_forward_direction``: walk the steps in the opposite order.
+
+    ``d_outputs[i, t]`` is dLoss/d outputs[i, t] arriving from outside the recurrence (the
+    head, or the layer above). With ``bptt_truncate=k`` sequence i joins the backward pass
+    only at steps t >= lengths[i] - k; the gradient it would carry into earlier states is
+    dropped. Returns dLoss/d inputs (n, T, D_in) and the parameter gradients.
+    """
+    weight_ih, weight_hh, _, _ = params
+    n_samples, n_timesteps, _ = d_outputs.shape
+    n_hidden = weight_hh.shape[1]
+    d_weight_ih = np.zeros_like(weight_ih)
+    d_weight_hh = np.zeros_like(weight_hh)
+    d_bias_ih = np.zeros(weight_ih.shape[0])
+    d_bias_hh = np.zeros(weight_hh.shape[0])
+    d_inputs = np.zeros((n_samples, n_timesteps, weight_ih.shape[1]))
+    # Gradient carried back in time: dLoss/d h_prev (and c_prev) of the step just processed.
+    dh_carry = np.zeros((n_samples, n_hidden))
+    dc_carry = np.zeros((n_samples, n_hidden))
+
+    steps = range(n_timesteps) if reverse else range(n_timesteps - 1, -1, -1)
+    for t in steps:
+        saved = tape[t]
+        keep = np.arange(len(saved["rows"]))
+        if bptt_truncate is not None:
+            keep = np.flatnonzero(t >= lengths[saved["rows"]] - bptt_truncate)
+        rows = saved["rows"][keep]
+        x = saved["x"][keep]
+        h_prev = saved["h_prev"][keep]
+        # Total gradient on h_t: through the recurrence from the next step, plus from outside.
+        dh = dh_carry[rows] + d_outputs[rows, t]
+
+        if cell == "rnn":
+            h = saved["h"][keep]
+            # backprop through the nonlinearity into the pre-activation
+            if nonlinearity == "tanh":
+                d_pre = dh * (1.0 - h**2)
+            else:
+                d_pre = dh * (saved["pre"][keep] > 0.0)
+            d_gates_ih = d_gates_hh = d_pre
+            dh_prev_direct = 0.0
+        elif cell == "lstm":
+            i, f, g, o = (saved[name][keep] for name in "ifgo")
+            c_prev, tanh_c = saved["c_prev"][keep], saved["tanh_c"][keep]
+            # backprop into c_t: through h_t = o * tanh(c_t), plus from c_{t+1} via the carry
+            dc = dc_carry[rows] + dh * o * (1.0 - tanh_c**2)
+            # backprop into the activated gates
+            d_i = dc * g
+            d_f = dc * c_prev
+            d_g = dc * i
+            d_o = dh * tanh_c
+            # backprop into c_{t-1} = the carry for the next (earlier) step
+            dc_carry[rows] = dc * f
+            # backprop through the gate activations into the pre-activations
+            d_gates = np.concatenate(
+                [d_i * i * (1.0 - i), d_f * f * (1.0 - f), d_g * (1.0 - g**2), d_o * o * (1.0 - o)],
+                axis=1,
+            )
+            d_gates_ih = d_gates_hh = d_gates
+            dh_prev_direct = 0.0
+        else:  # gru
+            r, z, n, gh_n = (saved[name][keep] for name in ("r", "z", "n", "gh_n"))
+            # backprop through h_t = (1 - z) * n + z * h_{t-1}
+            d_n = dh * (1.0 - z)
+            d_z = dh * (h_prev - n)
+            dh_prev_direct = dh * z
+            # backprop through n = tanh(gi_n + r * gh_n) into its pre-activation and into r
+            d_a_n = d_n * (1.0 - n**2)
+            d_r = d_a_n * gh_n
+            # backprop through the sigmoids of r and z
+            d_a_r = d_r * r * (1.0 - r)
+            d_a_z = d_z * z * (1.0 - z)
+            # input side sees d_a_n directly; recurrent side sees it through r * gh_n
+            d_gates_ih = np.concatenate([d_a_r, d_a_z, d_a_n], axis=1)
+            d_gates_hh = np.concatenate([d_a_r, d_a_z, d_a_n * r], axis=1)
+
+        # backprop into the weights and biases
+        d_weight_ih += d_gates_ih.T @ x
+        d_bias_ih += d_gates_ih.sum(axis=0)
+        d_weight_hh += d_gates_hh.T @ h_prev
+        d_bias_hh += d_gates_hh.sum(axis=0)
+        # backprop into x_t (the layer below) and into h_{t-1} (the carry)
+        d_inputs[rows, t] = d_gates_ih @ weight_ih
+        dh_carry[rows] = dh_prev_direct + d_gates_hh @ weight_hh
+
+    return d_inputs, (d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh)
+
+
+# ----------------------------------------------------------------------------------------
+# Whole network
+# ----------------------------------------------------------------------------------------
+
+
+def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight, need_grad):
+    (weights, X, y, lengths, sample_weight, n_layers, bidirectional,
+     hidden_sizes) = _check_inputs(weights, X, y, cell, nonlinearity, lengths,
+                                   bptt_truncate, sample_weight)
+    n_samples = X.shape[0]
+    suffixes = _suffixes(bidirectional)
+    samples = np.arange(n_samples)
+
+    # Forward: layer k reads layer k-1's full output sequence (forward then reverse features).
+    inputs = X
+    tapes = []
+    for k in range(n_layers):
+        outputs = {}
+        layer_tapes = {}
+        for suffix in suffixes:
+            params = tuple(weights[f"{name}_l{k}{suffix}"] for name in _PARAM_NAMES)
+            outputs[suffix], layer_tapes[suffix] = _forward_direction(
+                cell, nonlinearity, params, inputs, lengths, reverse=(suffix == "_reverse"))
+        tapes.append(layer_tapes)
+        inputs = np.concatenate([outputs[s] for s in suffixes], axis=2)
+
+    # Head: forward state at each sequence's last valid step; reverse state after step 0.
+    h_last = [outputs[""][samples, lengths - 1]]
+    if bidirectional:
+        h_last.append(outputs["_reverse"][:, 0])
+    h_head = np.concatenate(h_last, axis=1)
+    logits = h_head @ weights["weight_out"].T + weights["bias_out"]
+
+    # Softmax cross-entropy through log-sum-exp, weighted mean over samples.
+    m = logits.max(axis=1, keepdims=True)
+    log_p = logits - (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))
+    ce = -log_p[samples, y]
+    loss = float(np.sum(sample_weight * ce) / np.sum(sample_weight))
+    if not need_grad:
+        return loss, None
+
+    grads = {}
+    # backprop into the logits: (softmax - onehot) * w_i / sum(w)
+    d_logits = np.exp(log_p)
+    d_logits[samples, y] -= 1.0
+    d_logits *= (sample_weight / sample_weight.sum())[:, None]
+    # backprop into the head's weights and into the states it read
+    grads["weight_out"] = d_logits.T @ h_head
+    grads["bias_out"] = d_logits.sum(axis=0)
+    d_head = d_logits @ weights["weight_out"]
+
+    n_hidden = hidden_sizes[-1]
+    d_outputs = {s: np.zeros((n_samples, X.shape[1], n_hidden)) for s in suffixes}
+    d_outputs[""][samples, lengths - 1] = d_head[:, :n_hidden]
+    if bidirectional:
+        d_outputs["_reverse"][:, 0] = d_head[:, n_hidden:]
+
+    # Backward: top layer first; each layer hands dLoss/d(its inputs) to the layer below.
+    for k in range(n_layers - 1, -1, -1):
+        d_inputs = 0.0
+        for suffix in suffixes:
+            params = tuple(weights[f"{name}_l{k}{suffix}"] for name in _PARAM_NAMES)
+            d_in, d_params = _backward_direction(
+                cell, nonlinearity, params, tapes[k][suffix], d_outputs[suffix], lengths,
+                reverse=(suffix == "_reverse"), bptt_truncate=bptt_truncate)
+            d_inputs = d_inputs + d_in
+            for name, d_param in zip(_PARAM_NAMES, d_params):
+                grads[f"{name}_l{k}{suffix}"] = d_param
+        if k > 0:
+            # backprop into layer k-1's outputs: split the features back per direction
+            n_below = hidden_sizes[k - 1]
+            d_outputs = {"": d_inputs[:, :, :n_below]}
+            if bidirectional:
+                d_outputs["_reverse"] = d_inputs[:, :, n_below:]
+
+    return loss, {key: grads[key] for key in weights}
+
+
+def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
+                            bptt_truncate=None, sample_weight=None):
+    """Many-to-one softmax cross-entropy loss of a (stacked, bidirectional) RNN and its gradient.
+
+    Parameters
+    ----------
+    weights : dict
+        PyTorch state_dict names: ``weight_ih_l{k}`` (G*H_k, D_in_k), ``weight_hh_l{k}``
+        (G*H_k, H_k), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (G*H_k,), the same with suffix
+        ``_reverse`` for a bidirectional network, and the head ``weight_out`` (C, H_last or
+        2*H_last), ``bias_out`` (C,). G = 1, 4, 3 for rnn, lstm, gru.
+    X : array (n_samples, n_timesteps, n_features)
+    y : int array (n_samples,), class indices.
+    cell : "rnn", "lstm" or "gru".
+    nonlinearity : "tanh" or "relu"; used by cell="rnn" only.
+    lengths : int array (n_samples,) in [1, n_timesteps], or None (all full length).
+        Steps t >= lengths[i] are padding and are never read.
+    bptt_truncate : int >= 1 or None
+        The gradient flows only through the last k valid steps of each sequence.
+        Not defined (ValueError) for bidirectional networks.
+    sample_weight : array (n_samples,) or None
+        loss = sum_i w_i CE_i / sum_i w_i.
+
+    Returns
+    -------
+    loss : float
+    grads : dict, same keys and shapes as ``weights``, float64.
+
+    The head reads the last layer: the forward state at t = lengths[i] - 1 and, when
+    bidirectional, the reverse state after it ran from t = lengths[i] - 1 down to 0, i.e.
+    ``h_n`` of PyTorch with ``pack_padded_sequence``. Everything is computed in float64.
+    """
+    return _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight,
+                need_grad=True)
+
+
+def reference_loss(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
+                   sample_weight=None):
+    """The loss of ``reference_loss_and_grad`` alone (forward pass only)."""
+    loss, _ = _run(weights, X, y, cell, nonlinearity, lengths, None, sample_weight,
+                   need_grad=False)
+    return loss
+
+
+# ----------------------------------------------------------------------------------------
+# Test helpers
+# ----------------------------------------------------------------------------------------
+
+
+def init_weights(rng, cell, n_features, hidden_sizes, n_classes, bidirectional=False,
+                 scale=0.5, dtype=np.float64):
+    """Random weights, uniform in [-scale, scale], in PyTorch state_dict order.
+
+    ``hidden_sizes`` is an int (one layer) or a sequence of ints (one per stacked layer).
+    """
+    rng = np.random.default_rng(rng)
+    hidden_sizes = [hidden_sizes] if np.isscalar(hidden_sizes) else list(hidden_sizes)
+    n_gates = N_GATES[cell]
+    n_dirs = 2 if bidirectional else 1
+    weights = {}
+
+    def draw(*shape):
+        return rng.uniform(-scale, scale, size=shape).astype(dtype)
+
+    n_in = n_features
+    for k, n_hidden in enumerate(hidden_sizes):
+        for suffix in _suffixes(bidirectional):
+            weights[f"weight_ih_l{k}{suffix}"] = draw(n_gates * n_hidden, n_in)
+            weights[f"weight_hh_l{k}{suffix}"] = draw(n_gates * n_hidden, n_hidden)
+            weights[f"bias_ih_l{k}{suffix}"] = draw(n_gates * n_hidden)
+            weights[f"bias_hh_l{k}{suffix}"] = draw(n_gates * n_hidden)
+        n_in = n_dirs * n_hidden
+    weights["weight_out"] = draw(n_classes, n_in)
+    weights["bias_out"] = draw(n_classes)
+    return weights
+
+
+def numerical_grad(f, weights, eps=1e-6):
+    """Central differences (f(w + eps) - f(w - eps)) / (2 eps) of a scalar f(weights).
+
+    Perturbs every entry of every weight in turn, on float64 copies; returns a dict with the
+    same keys and shapes as ``weights``.
+    """
+    weights = {key: np.array(value, dtype=np.float64) for key, value in weights.items()}
+    grads = {}
+    for key, w in weights.items():
+        g = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            original = w[idx]
+            w[idx] = original + eps
+            f_plus = f(weights)
+            w[idx] = original - eps
+            f_minus = f(weights)
+            w[idx] = original
+            g[idx] = (f_plus - f_minus) / (2.0 * eps)
+        grads[key] = g
+    return grads
