@@ -5,8 +5,9 @@ minibatch; :class:`RNNClassifier` wraps them as a scikit-learn classifier and
 :func:`loss_and_grad` exposes one forward and backward pass.
 """
 
+from cbptt._classifier import RNNClassifier
 from cbptt._functional import loss_and_grad
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["loss_and_grad", "__version__"]
+__all__ = ["RNNClassifier", "loss_and_grad", "__version__"]

@@ -34,6 +34,12 @@ def sigmoid(a):
     return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
+def _split_gates(a, n_gates):
+    """Split (rows, n_gates*H) into n_gates blocks of H columns, in PyTorch's gate order."""
+    n_hidden = a.shape[1] // n_gates
+    return [a[:, j * n_hidden:(j + 1) * n_hidden] for j in range(n_gates)]
+
+
 def _suffixes(bidirectional):
     return ("", "_reverse") if bidirectional else ("",)
 
@@ -58,6 +64,8 @@ def _architecture(weights, cell, n_features):
     hidden_sizes = []
     n_in = n_features
     for k in range(n_layers):
+        if f"weight_hh_l{k}" not in weights or np.ndim(weights[f"weight_hh_l{k}"]) != 2:
+            raise ValueError(f"weight_hh_l{k} missing or not 2-D")
         n_hidden = np.shape(weights[f"weight_hh_l{k}"])[1]
         for suffix in _suffixes(bidirectional):
             shapes = {
@@ -75,7 +83,8 @@ def _architecture(weights, cell, n_features):
         hidden_sizes.append(n_hidden)
         n_in = n_dirs * n_hidden
     if set(weights) != expected:
-        raise ValueError(f"unexpected weight names: {sorted(set(weights) - expected)}")
+        raise ValueError(f"weight names: missing {sorted(expected - set(weights))}, "
+                         f"unexpected {sorted(set(weights) - expected)}")
     n_classes = np.shape(weights["bias_out"])[0]
     if np.shape(weights["weight_out"]) != (n_classes, n_in):
         raise ValueError(
@@ -168,7 +177,7 @@ def _forward_direction(cell, nonlinearity, params, inputs, lengths, reverse):
             saved.update(pre=pre, h=h_new)
         elif cell == "lstm":
             gates = x @ weight_ih.T + bias_ih + h_prev @ weight_hh.T + bias_hh
-            a_i, a_f, a_g, a_o = np.split(gates, 4, axis=1)
+            a_i, a_f, a_g, a_o = _split_gates(gates, 4)
             i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
             c_new = f * c_prev + i * g
             tanh_c = np.tanh(c_new)
@@ -177,8 +186,8 @@ def _forward_direction(cell, nonlinearity, params, inputs, lengths, reverse):
         else:  # gru
             gi = x @ weight_ih.T + bias_ih
             gh = h_prev @ weight_hh.T + bias_hh
-            gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
-            gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+            gi_r, gi_z, gi_n = _split_gates(gi, 3)
+            gh_r, gh_z, gh_n = _split_gates(gh, 3)
             r = sigmoid(gi_r + gh_r)
             z = sigmoid(gi_z + gh_z)
             n = np.tanh(gi_n + r * gh_n)

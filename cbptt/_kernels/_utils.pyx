@@ -1,7 +1,10 @@
-# What the compiled build can do: OpenMP or not, and how many threads.
+# What the compiled build can do (OpenMP or not, how many threads), and
+# access for tests to the kernels' elementwise math.
 #
 # Why: the Python layer picks thread counts and show_config() reports the
 # build; both need facts only the C compiler knew.
+
+from cbptt._kernels._common cimport tanh_approx
 
 cdef extern from *:
     """
@@ -25,3 +28,10 @@ def openmp_enabled():
 def openmp_max_threads():
     """Threads an OpenMP parallel region would use now (1 without OpenMP)."""
     return omp_get_max_threads()
+
+
+def tanh_float32(const float[::1] x, float[::1] out):
+    """The kernels' float32 tanh applied to x, into out (for tests)."""
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        out[i] = tanh_approx(x[i])

@@ -1,0 +1,325 @@
+"""The estimator core shared by cbptt's estimators: parameters, initialization,
+epochs over minibatches, early stopping, optimizer steps and clipping.
+
+Why: everything about *training* a recurrent net is independent of what its
+output means. Subclasses say how targets become class indices; this module
+owns the loop, which works on the flat parameter vector of
+:class:`cbptt._functional.Network` and calls one Cython kernel per minibatch.
+"""
+
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from cbptt._functional import CELLS, NONLINEARITIES, Network, sort_by_length
+from cbptt._optimizers import make_optimizer
+from cbptt._parallel import effective_n_threads, single_threaded_blas
+
+_DIVERGED = (
+    "Training diverged: the loss became {what} at iteration {epoch}. Lower "
+    "learning_rate_init (now {lr}), set clip_norm (e.g. clip_norm=1.0), or "
+    "scale the input features."
+)
+
+
+def init_weights(network, rng, dtype):
+    """Initial flat parameters, Keras-style.
+
+    ``weight_ih`` and ``weight_out``: Glorot uniform; ``weight_hh``: a random
+    orthogonal matrix (keeps the recurrence norm-preserving at the start);
+    biases: zero.
+    """
+    flat = np.zeros(network.n_params, dtype=dtype)
+    for name, view in network.unpack(flat).items():
+        if name.startswith("weight_hh"):
+            q, r = np.linalg.qr(rng.standard_normal(view.shape))
+            view[...] = q * np.sign(np.diag(r))
+        elif name.startswith("weight"):
+            fan_out, fan_in = view.shape
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            view[...] = rng.uniform(-bound, bound, size=view.shape)
+    return flat
+
+
+class BaseRNN(BaseEstimator):
+    """Training loop for many-to-one recurrent nets (see RNNClassifier)."""
+
+    _parameter_constraints = {
+        "cell": [StrOptions(set(CELLS))],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "nonlinearity": [StrOptions(set(NONLINEARITIES))],
+        "solver": [StrOptions({"adam", "sgd", "rmsprop"})],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "rho": [Interval(Real, 0, 1, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "clip_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "bptt_truncate": [None, Interval(Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        cell="rnn",
+        hidden_layer_sizes=(64,),
+        nonlinearity="tanh",
+        solver="adam",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        rho=0.9,
+        alpha=1e-4,
+        batch_size="auto",
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        clip_norm=5.0,
+        bptt_truncate=None,
+        verbose=False,
+        warm_start=False,
+        n_threads=None,
+    ):
+        self.cell = cell
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.nonlinearity = nonlinearity
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.rho = rho
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.clip_norm = clip_norm
+        self.bptt_truncate = bptt_truncate
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.n_threads = n_threads
+
+    # -- helpers ---------------------------------------------------------
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if not sizes or any(
+            not isinstance(h, Integral) or isinstance(h, bool) or h < 1 for h in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a positive integer or a non-empty "
+                f"sequence of positive integers; got {self.hidden_layer_sizes!r}."
+            )
+        if len(sizes) != 1:
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} asks for "
+                f"{len(sizes)} layers; this version trains one recurrent layer, "
+                "e.g. hidden_layer_sizes=(64,)."
+            )
+        return sizes
+
+    def _network(self, n_features, n_classes):
+        (n_hidden,) = self._hidden_sizes()
+        return Network(self.cell, self.nonlinearity, n_features, n_hidden, n_classes)
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(64, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                f"Got batch_size={self.batch_size} larger than the number of "
+                f"training samples ({n_samples}); using {n_samples}.",
+                UserWarning,
+            )
+        return min(self.batch_size, n_samples)
+
+    def _is_fitted_for(self, network):
+        return (
+            hasattr(self, "weights_")
+            and {k: v.shape for k, v in self.weights_.items()} == dict(network.shapes)
+        )
+
+    # -- training ----------------------------------------------------------
+    def _fit(self, X, lengths, y, sample_weight, n_classes, incremental):
+        """Train on padded X with integer targets y in [0, n_classes)."""
+        rng = check_random_state(self.random_state)
+        network = self._network(X.shape[2], n_classes)
+        if (self.warm_start or incremental) and self._is_fitted_for(network):
+            params = network.pack(self.weights_, X.dtype)
+            first_fit = False
+        else:
+            params = init_weights(network, rng, X.dtype)
+            first_fit = True
+        if first_fit or not incremental or not hasattr(self, "_optimizer"):
+            optimizer = make_optimizer(self, network.n_params, X.dtype)
+        else:
+            optimizer = self._optimizer
+        if first_fit or not (self.warm_start or incremental):
+            state = {
+                "loss_curve_": [], "n_iter_": 0, "t_": 0, "best_loss_": np.inf,
+                "validation_scores_": [] if self.early_stopping else None,
+                "best_validation_score_": -np.inf if self.early_stopping else None,
+            }
+        else:
+            state = {
+                "loss_curve_": list(self.loss_curve_), "n_iter_": self.n_iter_,
+                "t_": self.t_, "best_loss_": self.best_loss_,
+                "validation_scores_": self.validation_scores_,
+                "best_validation_score_": self.best_validation_score_,
+            }
+            if state["best_loss_"] is None:
+                state["best_loss_"] = np.inf
+
+        early_stopping = self.early_stopping and not incremental
+        train = np.arange(X.shape[0])
+        if early_stopping:
+            train, val = self._validation_split(y, rng)
+        weight_mask = np.zeros(network.n_params, dtype=bool)
+        for name, view in network.unpack(weight_mask).items():
+            view[...] = name.startswith("weight")
+
+        n_threads = effective_n_threads(self.n_threads)
+        truncate = X.shape[1] if self.bptt_truncate is None else self.bptt_truncate
+        batch_size = self._batch_size(len(train))
+        max_iter = 1 if incremental else self.max_iter
+        grad = np.empty_like(params)
+        best_params = None
+        no_improvement = 0
+        converged = False
+        if sample_weight is None:
+            sample_weight_c = None
+        else:
+            sample_weight_c = np.ascontiguousarray(sample_weight, dtype=X.dtype)
+        with single_threaded_blas():
+            for _ in range(max_iter):
+                start_time = time.perf_counter()
+                order = rng.permutation(train) if self.shuffle else train
+                epoch_loss = 0.0
+                for start in range(0, len(order), batch_size):
+                    batch = order[start : start + batch_size]
+                    weight_sum = (
+                        len(batch) if sample_weight is None
+                        else float(np.sum(sample_weight[batch]))
+                    )
+                    if weight_sum <= 0:
+                        continue
+                    loss = network.loss_and_grad(
+                        params, X, lengths, sort_by_length(lengths, batch), y,
+                        sample_weight_c, 1.0 / weight_sum, grad, truncate, n_threads,
+                    )
+                    if self.alpha:
+                        weights = params[weight_mask]
+                        loss += 0.5 * self.alpha * np.dot(weights, weights) / len(batch)
+                        grad[weight_mask] += (self.alpha / len(batch)) * weights
+                    grad_norm = float(np.sqrt(np.dot(grad, grad)))
+                    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+                        self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
+                    if self.clip_norm is not None and grad_norm > self.clip_norm:
+                        grad *= self.clip_norm / grad_norm
+                    optimizer.step(params, grad)
+                    epoch_loss += loss * len(batch)
+                if not np.all(np.isfinite(params)):
+                    self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
+                state["n_iter_"] += 1
+                state["t_"] += len(train)
+                epoch_loss /= len(train)
+                state["loss_curve_"].append(epoch_loss)
+                optimizer.epoch_ends(state["t_"])
+
+                message = f"Iteration {state['n_iter_']}, loss = {epoch_loss:.8f}"
+                if early_stopping:
+                    score = self._validation_score(network, params, X, lengths, y, val,
+                                                   sample_weight, n_threads)
+                    state["validation_scores_"].append(score)
+                    message += f", validation score = {score:.6f}"
+                    if score < state["best_validation_score_"] + self.tol:
+                        no_improvement += 1
+                    else:
+                        no_improvement = 0
+                    if score > state["best_validation_score_"]:
+                        state["best_validation_score_"] = score
+                        best_params = params.copy()
+                else:
+                    if epoch_loss > state["best_loss_"] - self.tol:
+                        no_improvement += 1
+                    else:
+                        no_improvement = 0
+                    state["best_loss_"] = min(state["best_loss_"], epoch_loss)
+                if self.verbose:
+                    print(f"{message}, {time.perf_counter() - start_time:.3f} s")
+
+                if not incremental and no_improvement > self.n_iter_no_change:
+                    what = ("Validation score" if early_stopping else "Training loss")
+                    if optimizer.reduce_learning_rate():
+                        no_improvement = 0
+                        if self.verbose:
+                            print(f"{what} did not improve more than tol={self.tol} for "
+                                  f"{self.n_iter_no_change} consecutive epochs. Setting "
+                                  f"learning rate to {optimizer.learning_rate:.6f}")
+                        continue
+                    if self.verbose:
+                        print(f"{what} did not improve more than tol={self.tol} for "
+                              f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+                    converged = True
+                    break
+        network.release()
+
+        if not incremental and not converged:
+            warnings.warn(
+                f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
+                "and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+        if early_stopping and best_params is not None:
+            params = best_params
+        self.weights_ = {name: view.copy() for name, view in network.unpack(params).items()}
+        self._optimizer = optimizer
+        self.loss_ = state["loss_curve_"][-1]
+        for name, value in state.items():
+            setattr(self, name, value)
+        if early_stopping:
+            self.best_loss_ = None
+        return self
+
+    def _raise_diverged(self, what, epoch, optimizer):
+        raise ValueError(_DIVERGED.format(what=what, epoch=epoch,
+                                          lr=optimizer.learning_rate))

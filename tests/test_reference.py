@@ -1,0 +1,623 @@
+"""Checks of the NumPy reference BPTT (tests/reference.py) itself.
+
+The Cython kernels are tested against the reference, so the reference has to be right on
+its own: its gradient is compared with central finite differences of its loss, with an
+independent per-sample NumPy forward pass (for truncated BPTT), and, when PyTorch is
+installed, with torch autograd on the same weights.
+"""
+
+import numpy as np
+import pytest
+
+try:
+    from reference import (
+        N_GATES,
+        init_weights,
+        numerical_grad,
+        reference_loss,
+        reference_loss_and_grad,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.reference import (
+        N_GATES,
+        init_weights,
+        numerical_grad,
+        reference_loss,
+        reference_loss_and_grad,
+    )
+
+N_SAMPLES, N_TIMESTEPS, N_FEATURES, N_CLASSES = 4, 5, 3, 3
+RAGGED_LENGTHS = np.array([5, 2, 1, 4])  # includes a full-length and a length-1 sequence
+SAMPLE_WEIGHT = np.array([0.5, 2.0, 1.0, 0.25])
+
+CELLS = {
+    "rnn-tanh": ("rnn", "tanh"),
+    "rnn-relu": ("rnn", "relu"),
+    "lstm": ("lstm", "tanh"),
+    "gru": ("gru", "tanh"),
+}
+# name -> (hidden_sizes, bidirectional)
+TOPOLOGIES = {
+    "single": ([4], False),
+    "stacked": ([3, 4], False),
+    "bidir": ([3], True),
+    "bidir-stacked": ([3, 2], True),
+}
+UNIDIRECTIONAL = {k: v for k, v in TOPOLOGIES.items() if not v[1]}
+# name -> (use lengths, use sample_weight)
+BATCHES = {
+    "full": (False, False),
+    "ragged": (True, False),
+    "ragged-weighted": (True, True),
+}
+# finite differences are slow: unweighted ragged batches are left to the torch comparison
+FD_BATCHES = {k: v for k, v in BATCHES.items() if k != "ragged"}
+
+# The FD step balances truncation error (eps**2) against rounding (1e-16 / eps); 1e-5
+# gives ~1e-9 relative error on these problems, 1e-6 ~1e-7.
+FD_EPS = 1e-5
+FD_RTOL = 1e-6
+
+
+def make_problem(cell, hidden_sizes, bidirectional, seed=0):
+    rng = np.random.default_rng(seed)
+    weights = init_weights(rng, cell, N_FEATURES, hidden_sizes, N_CLASSES,
+                           bidirectional=bidirectional)
+    X = rng.normal(size=(N_SAMPLES, N_TIMESTEPS, N_FEATURES))
+    y = np.array([0, 1, 2, 1])
+    return weights, X, y
+
+
+def assert_grads_close(grads, expected, rtol, atol=0.0):
+    assert set(grads) == set(expected)
+    for key in expected:
+        assert grads[key].shape == expected[key].shape, key
+        assert np.all(np.isfinite(grads[key])), key
+        err = np.linalg.norm(grads[key] - expected[key])
+        scale = np.linalg.norm(expected[key])
+        assert err <= rtol * scale + atol, f"{key}: |diff| {err:.3e}, |expected| {scale:.3e}"
+
+
+def assert_grads_equal(grads, expected):
+    assert set(grads) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(grads[key], expected[key], err_msg=key)
+
+
+def _sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+# ----------------------------------------------------------------------------------------
+# Finite differences
+# ----------------------------------------------------------------------------------------
+
+
+def test_numerical_grad_of_known_function():
+    rng = np.random.default_rng(1)
+    weights = {"a": rng.normal(size=(2, 3)), "b": rng.normal(size=4)}
+    coef = rng.normal(size=4)
+
+    def f(w):
+        return float(np.sum(w["a"] ** 3) + coef @ np.sin(w["b"]))
+
+    before = {k: v.copy() for k, v in weights.items()}
+    fd = numerical_grad(f, weights)
+    np.testing.assert_allclose(fd["a"], 3 * weights["a"] ** 2, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(fd["b"], coef * np.cos(weights["b"]), rtol=1e-8, atol=1e-9)
+    # the caller's arrays come back untouched
+    for key in weights:
+        np.testing.assert_array_equal(weights[key], before[key])
+
+
+@pytest.mark.parametrize("batch", FD_BATCHES)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_grad_matches_finite_differences(cell_name, topology, batch):
+    # rnn-relu: with these seeds no pre-activation lies within FD_EPS of the kink at 0,
+    # so the same tolerance applies to it.
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    use_lengths, use_weights = FD_BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity,
+                  lengths=RAGGED_LENGTHS if use_lengths else None,
+                  sample_weight=SAMPLE_WEIGHT if use_weights else None)
+
+    loss, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert isinstance(loss, float) and np.isfinite(loss) and loss > 0
+    assert loss == reference_loss(weights, X, y, **kwargs)
+    fd = numerical_grad(lambda w: reference_loss(w, X, y, **kwargs), weights, eps=FD_EPS)
+    assert_grads_close(grads, fd, rtol=FD_RTOL, atol=1e-10)
+    assert list(grads) == list(weights)
+    assert all(g.dtype == np.float64 for g in grads.values())
+
+
+# ----------------------------------------------------------------------------------------
+# Truncated BPTT against an independent forward pass with a frozen prefix
+# ----------------------------------------------------------------------------------------
+
+
+def _cell_step(cell, nonlinearity, params, x, h, c):
+    """One step of one sequence, written independently of reference.py."""
+    weight_ih, weight_hh, bias_ih, bias_hh = params
+    gi = weight_ih @ x + bias_ih
+    gh = weight_hh @ h + bias_hh
+    if cell == "rnn":
+        a = gi + gh
+        return (np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)), c
+    if cell == "lstm":
+        i, f, g, o = np.split(gi + gh, 4)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        return _sigmoid(o) * np.tanh(c), c
+    r_i, z_i, n_i = np.split(gi, 3)
+    r_h, z_h, n_h = np.split(gh, 3)
+    r = _sigmoid(r_i + r_h)
+    z = _sigmoid(z_i + z_h)
+    n = np.tanh(n_i + r * n_h)
+    return (1.0 - z) * n + z * h, c
+
+
+def _frozen_prefix_loss(live, frozen, X, y, lengths, bptt_truncate, cell, nonlinearity,
+                        sample_weight=None):
+    """Unidirectional loss where steps t < lengths[i] - k use the constant weights ``frozen``.
+
+    Its gradient with respect to ``live`` at live == frozen is exactly the truncated-BPTT
+    gradient: the states entering the last k steps are constants.
+    """
+    n_layers = sum(key.startswith("weight_ih_l") for key in live)
+    w = np.ones(len(y)) if sample_weight is None else sample_weight
+    total = 0.0
+    for i in range(len(y)):
+        length = lengths[i]
+        start = 0 if bptt_truncate is None else length - bptt_truncate
+        seq = [X[i, t] for t in range(length)]
+        for k in range(n_layers):
+            n_hidden = live[f"weight_hh_l{k}"].shape[1]
+            h = c = np.zeros(n_hidden)
+            out = []
+            for t in range(length):
+                weights = live if t >= start else frozen
+                params = [weights[f"{name}_l{k}"]
+                          for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                h, c = _cell_step(cell, nonlinearity, params, seq[t], h, c)
+                out.append(h)
+            seq = out
+        logits = live["weight_out"] @ seq[-1] + live["bias_out"]
+        total += w[i] * (np.log(np.sum(np.exp(logits))) - logits[y[i]])
+    return total / np.sum(w)
+
+
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_loss_matches_independent_forward(cell_name, topology):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=2)
+    loss = reference_loss(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                          lengths=RAGGED_LENGTHS, sample_weight=SAMPLE_WEIGHT)
+    expected = _frozen_prefix_loss(weights, weights, X, y, RAGGED_LENGTHS, None, cell,
+                                   nonlinearity, SAMPLE_WEIGHT)
+    assert loss == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("bptt_truncate", [1, 2, 3])
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_truncated_grad_matches_finite_differences(cell_name, topology, bptt_truncate):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=3)
+    lengths = RAGGED_LENGTHS
+    _, grads = reference_loss_and_grad(
+        weights, X, y, cell=cell, nonlinearity=nonlinearity, lengths=lengths,
+        bptt_truncate=bptt_truncate, sample_weight=SAMPLE_WEIGHT)
+
+    def f(live):
+        return _frozen_prefix_loss(live, weights, X, y, lengths, bptt_truncate, cell,
+                                   nonlinearity, SAMPLE_WEIGHT)
+
+    fd = numerical_grad(f, weights, eps=FD_EPS)
+    assert_grads_close(grads, fd, rtol=FD_RTOL, atol=1e-10)
+
+    # and truncation really changed the recurrent gradient (lengths 5 and 4 exceed k)
+    _, full = reference_loss_and_grad(
+        weights, X, y, cell=cell, nonlinearity=nonlinearity, lengths=lengths,
+        sample_weight=SAMPLE_WEIGHT)
+    diff = np.linalg.norm(grads["weight_hh_l0"] - full["weight_hh_l0"])
+    assert diff > 1e-6 * np.linalg.norm(full["weight_hh_l0"])
+    # the head does not depend on time, so its gradient is unchanged
+    np.testing.assert_array_equal(grads["weight_out"], full["weight_out"])
+    np.testing.assert_array_equal(grads["bias_out"], full["bias_out"])
+
+
+@pytest.mark.parametrize("lengths", [None, RAGGED_LENGTHS], ids=["full", "ragged"])
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_truncation_at_least_max_length_is_no_truncation(cell_name, topology, lengths):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=4)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=lengths)
+    loss, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    for k in (N_TIMESTEPS, N_TIMESTEPS + 3):
+        loss_k, grads_k = reference_loss_and_grad(weights, X, y, bptt_truncate=k, **kwargs)
+        assert loss_k == loss
+        assert_grads_equal(grads_k, grads)
+    # one step short of the longest sequence: step 0 drops out of the backward pass. Its
+    # weight_hh term is zero anyway (h_{-1} = 0), but its weight_ih term is not.
+    _, grads_short = reference_loss_and_grad(weights, X, y, bptt_truncate=N_TIMESTEPS - 1,
+                                             **kwargs)
+    assert not np.allclose(grads_short["weight_ih_l0"], grads["weight_ih_l0"])
+
+
+def test_truncation_one_step_rnn_by_hand():
+    """bptt_truncate=1, one tanh layer: only the last step's Jacobian, h_{L-2} a constant."""
+    weights, X, y = make_problem("rnn", [4], False, seed=5)
+    lengths = RAGGED_LENGTHS
+    W_ih, W_hh = weights["weight_ih_l0"], weights["weight_hh_l0"]
+    b = weights["bias_ih_l0"] + weights["bias_hh_l0"]
+    W_out, b_out = weights["weight_out"], weights["bias_out"]
+
+    expected = {key: np.zeros_like(value) for key, value in weights.items()}
+    loss = 0.0
+    for i in range(N_SAMPLES):
+        h = np.zeros(4)
+        for t in range(lengths[i] - 1):
+            h = np.tanh(W_ih @ X[i, t] + W_hh @ h + b)
+        h_prev, x_last = h, X[i, lengths[i] - 1]
+        h_last = np.tanh(W_ih @ x_last + W_hh @ h_prev + b)
+        logits = W_out @ h_last + b_out
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        loss += -np.log(p[y[i]]) / N_SAMPLES
+        d_logits = (p - np.eye(N_CLASSES)[y[i]]) / N_SAMPLES
+        d_pre = (W_out.T @ d_logits) * (1.0 - h_last**2)
+        expected["weight_out"] += np.outer(d_logits, h_last)
+        expected["bias_out"] += d_logits
+        expected["weight_ih_l0"] += np.outer(d_pre, x_last)
+        expected["weight_hh_l0"] += np.outer(d_pre, h_prev)
+        expected["bias_ih_l0"] += d_pre
+        expected["bias_hh_l0"] += d_pre
+
+    got_loss, grads = reference_loss_and_grad(weights, X, y, cell="rnn", lengths=lengths,
+                                              bptt_truncate=1)
+    assert got_loss == pytest.approx(loss, rel=1e-13)
+    assert_grads_close(grads, expected, rtol=1e-13, atol=1e-16)
+    _, full = reference_loss_and_grad(weights, X, y, cell="rnn", lengths=lengths)
+    assert not np.allclose(full["weight_hh_l0"], expected["weight_hh_l0"])
+
+
+# ----------------------------------------------------------------------------------------
+# Padding, lengths, sample weights, dtypes
+# ----------------------------------------------------------------------------------------
+
+
+def _with_padding(X, lengths, value):
+    X = X.copy()
+    for i, length in enumerate(lengths):
+        X[i, length:] = value
+    return X
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_padding_is_never_read(cell_name, topology):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=6)
+    truncations = [None] if bidirectional else [None, 2]
+    for bptt_truncate in truncations:
+        kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+                      bptt_truncate=bptt_truncate)
+        loss, grads = reference_loss_and_grad(X=X, weights=weights, y=y, **kwargs)
+        for value in (np.nan, np.inf, 1e300):
+            X_pad = _with_padding(X, RAGGED_LENGTHS, value)
+            loss_pad, grads_pad = reference_loss_and_grad(weights, X_pad, y, **kwargs)
+            assert np.isfinite(loss_pad)
+            assert loss_pad == loss
+            assert_grads_equal(grads_pad, grads)
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_ragged_batch_equals_separate_sequences(cell_name, topology):
+    """A padded batch gives the weighted mean of each sequence run alone at its length."""
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=7)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity)
+    loss, grads = reference_loss_and_grad(weights, X, y, lengths=RAGGED_LENGTHS,
+                                          sample_weight=SAMPLE_WEIGHT, **kwargs)
+    w = SAMPLE_WEIGHT / SAMPLE_WEIGHT.sum()
+    expected_loss = 0.0
+    expected = {key: np.zeros_like(value) for key, value in weights.items()}
+    for i, length in enumerate(RAGGED_LENGTHS):
+        loss_i, grads_i = reference_loss_and_grad(weights, X[i:i + 1, :length], y[i:i + 1],
+                                                  **kwargs)
+        expected_loss += w[i] * loss_i
+        for key in expected:
+            expected[key] += w[i] * grads_i[key]
+    assert loss == pytest.approx(expected_loss, rel=1e-13)
+    assert_grads_close(grads, expected, rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("cell_name", ["rnn-tanh", "lstm", "gru"])
+def test_full_lengths_equal_no_lengths(cell_name):
+    cell, _ = CELLS[cell_name]
+    weights, X, y = make_problem(cell, [3, 4], True, seed=8)
+    loss, grads = reference_loss_and_grad(weights, X, y, cell=cell)
+    loss_l, grads_l = reference_loss_and_grad(weights, X, y, cell=cell,
+                                              lengths=np.full(N_SAMPLES, N_TIMESTEPS))
+    assert loss_l == loss
+    assert_grads_equal(grads_l, grads)
+
+
+@pytest.mark.parametrize("cell_name", ["rnn-tanh", "lstm", "gru"])
+def test_integer_sample_weight_equals_repeating_samples(cell_name):
+    cell, _ = CELLS[cell_name]
+    weights, X, y = make_problem(cell, [4], True, seed=9)
+    sample_weight = np.array([2, 1, 0, 3])
+    loss, grads = reference_loss_and_grad(weights, X, y, cell=cell, lengths=RAGGED_LENGTHS,
+                                          sample_weight=sample_weight)
+    repeat = np.repeat(np.arange(N_SAMPLES), sample_weight)
+    loss_r, grads_r = reference_loss_and_grad(weights, X[repeat], y[repeat], cell=cell,
+                                              lengths=RAGGED_LENGTHS[repeat])
+    assert loss == pytest.approx(loss_r, rel=1e-13)
+    assert_grads_close(grads, grads_r, rtol=1e-12, atol=1e-16)
+    # unit weights are the plain mean
+    loss_1, grads_1 = reference_loss_and_grad(weights, X, y, cell=cell, lengths=RAGGED_LENGTHS,
+                                              sample_weight=np.ones(N_SAMPLES))
+    loss_0, grads_0 = reference_loss_and_grad(weights, X, y, cell=cell, lengths=RAGGED_LENGTHS)
+    assert loss_1 == pytest.approx(loss_0, rel=1e-15)
+    assert_grads_close(grads_1, grads_0, rtol=1e-14)
+
+
+def test_float32_inputs_are_computed_in_float64():
+    weights, X, y = make_problem("lstm", [4], False, seed=10)
+    weights32 = {key: value.astype(np.float32) for key, value in weights.items()}
+    X32 = X.astype(np.float32)
+    loss, grads = reference_loss_and_grad(weights32, X32, y, cell="lstm")
+    loss64, grads64 = reference_loss_and_grad(
+        {key: value.astype(np.float64) for key, value in weights32.items()},
+        X32.astype(np.float64), y, cell="lstm")
+    assert loss == loss64
+    assert_grads_equal(grads, grads64)
+    assert all(g.dtype == np.float64 for g in grads.values())
+
+
+def test_init_weights_names_and_shapes():
+    for cell, n_gates in N_GATES.items():
+        weights = init_weights(0, cell, 3, [4, 2], 5, bidirectional=True, scale=0.1,
+                               dtype=np.float32)
+        assert weights["weight_ih_l0"].shape == (n_gates * 4, 3)
+        assert weights["weight_hh_l0_reverse"].shape == (n_gates * 4, 4)
+        assert weights["weight_ih_l1"].shape == (n_gates * 2, 8)
+        assert weights["bias_hh_l1_reverse"].shape == (n_gates * 2,)
+        assert weights["weight_out"].shape == (5, 4)
+        assert weights["bias_out"].shape == (5,)
+        assert len(weights) == 2 * 2 * 4 + 2
+        assert all(v.dtype == np.float32 and np.abs(v).max() <= 0.1 for v in weights.values())
+    single = init_weights(0, "gru", 2, 3, 2)
+    assert sorted(single) == sorted(["weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                     "bias_hh_l0", "weight_out", "bias_out"])
+
+
+def test_bad_arguments():
+    weights, X, y = make_problem("rnn", [3], True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        reference_loss_and_grad(weights, X, y, bptt_truncate=2)
+    weights, X, y = make_problem("rnn", [3], False)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="bptt_truncate"):
+            reference_loss_and_grad(weights, X, y, bptt_truncate=bad)
+    with pytest.raises(ValueError, match="lengths"):
+        reference_loss_and_grad(weights, X, y, lengths=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="lengths"):
+        reference_loss_and_grad(weights, X, y, lengths=[1, 2, 3, N_TIMESTEPS + 1])
+    with pytest.raises(ValueError, match=r"weight_ih_l0: expected shape \(12, 3\)"):
+        reference_loss_and_grad(weights, X, y, cell="lstm")
+    with pytest.raises(ValueError, match="weight_ih_l0"):
+        reference_loss_and_grad(weights, X[:, :, :2], y)
+    with pytest.raises(ValueError, match=r"missing \['bias_out'\]"):
+        reference_loss_and_grad({k: v for k, v in weights.items() if k != "bias_out"}, X, y)
+    with pytest.raises(ValueError, match="y must"):
+        reference_loss_and_grad(weights, X, np.array([0, 1, 2, N_CLASSES]))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        reference_loss_and_grad(weights, X, y, nonlinearity="sigmoid")
+
+
+# ----------------------------------------------------------------------------------------
+# PyTorch autograd
+# ----------------------------------------------------------------------------------------
+
+TORCH_TOPOLOGIES = {
+    **TOPOLOGIES,
+    "stacked-same": ([3, 3], False),  # one torch module with num_layers=2
+    "bidir-stacked-same": ([3, 3], True),
+}
+TORCH_RTOL = 1e-10
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    return torch
+
+
+def _torch_modules(torch, weights, cell, nonlinearity):
+    """torch RNN modules holding ``weights``, and a map module key -> reference key.
+
+    Equal hidden sizes: one module with num_layers (the state_dict names are ours).
+    Otherwise one single-layer module per layer, chained (torch needs equal sizes).
+    """
+    n_layers = sum(k.startswith("weight_ih_l") and not k.endswith("_reverse") for k in weights)
+    bidirectional = any(k.endswith("_reverse") for k in weights)
+    sizes = [weights[f"weight_hh_l{k}"].shape[1] for k in range(n_layers)]
+    module_cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+    groups = [list(range(n_layers))] if len(set(sizes)) == 1 else [[k] for k in range(n_layers)]
+    modules, names = [], []
+    for group in groups:
+        n_in = weights[f"weight_ih_l{group[0]}"].shape[1]
+        module = module_cls(n_in, sizes[group[0]], num_layers=len(group), batch_first=True,
+                            bidirectional=bidirectional, dtype=torch.float64, **extra)
+        state = {}
+        mapping = {}
+        for key in module.state_dict():
+            base, layer, suffix = _split_key(key)
+            ref_key = f"{base}_l{group[layer]}{suffix}"
+            state[key] = torch.from_numpy(weights[ref_key].copy())
+            mapping[key] = ref_key
+        module.load_state_dict(state)
+        modules.append(module)
+        names.append(mapping)
+    return modules, names
+
+
+def _split_key(key):
+    base, rest = key.rsplit("_l", 1)
+    if rest.endswith("_reverse"):
+        return base, int(rest[: -len("_reverse")]), "_reverse"
+    return base, int(rest), ""
+
+
+def _torch_head_loss(torch, h, y, sample_weight, head):
+    logits = h @ head[0].T + head[1]
+    w = torch.ones(len(y), dtype=torch.float64) if sample_weight is None else \
+        torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
+    ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="none")
+    return (w * ce).sum() / w.sum()
+
+
+def _torch_grads(modules, names, head):
+    grads = {"weight_out": head[0].grad.numpy(), "bias_out": head[1].grad.numpy()}
+    for module, mapping in zip(modules, names):
+        for key, param in module.named_parameters():
+            grads[mapping[key]] = param.grad.numpy()
+    return grads
+
+
+def torch_loss_and_grad(weights, X, y, cell, nonlinearity, lengths=None, sample_weight=None):
+    torch = _torch()
+    modules, names = _torch_modules(torch, weights, cell, nonlinearity)
+    head = [torch.tensor(weights["weight_out"], requires_grad=True),
+            torch.tensor(weights["bias_out"], requires_grad=True)]
+    out = torch.from_numpy(X)
+    if lengths is not None:
+        out = torch.nn.utils.rnn.pack_padded_sequence(
+            out, torch.as_tensor(lengths, dtype=torch.int64), batch_first=True,
+            enforce_sorted=False)
+    for module in modules:
+        out, h_n = module(out)
+    if cell == "lstm":
+        h_n = h_n[0]
+    if modules[-1].bidirectional:
+        h = torch.cat([h_n[-2], h_n[-1]], dim=1)  # last layer: forward, reverse
+    else:
+        h = h_n[-1]
+    loss = _torch_head_loss(torch, h, y, sample_weight, head)
+    loss.backward()
+    return loss.item(), _torch_grads(modules, names, head)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("topology", TORCH_TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_matches_torch_autograd(cell_name, topology, batch):
+    _torch()
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TORCH_TOPOLOGIES[topology]
+    use_lengths, use_weights = BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=11)
+    lengths = RAGGED_LENGTHS if use_lengths else None
+    sample_weight = SAMPLE_WEIGHT if use_weights else None
+
+    expected_loss, expected = torch_loss_and_grad(weights, X, y, cell, nonlinearity,
+                                                  lengths, sample_weight)
+    if use_lengths:  # padding garbage must not matter to either side
+        X = _with_padding(X, RAGGED_LENGTHS, np.nan)
+    loss, grads = reference_loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                                          lengths=lengths, sample_weight=sample_weight)
+    assert loss == pytest.approx(expected_loss, rel=TORCH_RTOL)
+    assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
+
+
+def test_torch_packed_bidirectional_h_n_is_not_the_padded_run():
+    """Documents why lengths matter: on the padded tensor torch's reverse direction would
+    start at T-1 (reading padding), and its forward h_n would be the state at T-1.
+    The reference follows the packed run, which differs from the padded one."""
+    torch = _torch()
+    weights, X, y = make_problem("gru", [3], True, seed=12)
+    packed_loss, _ = torch_loss_and_grad(weights, X, y, "gru", "tanh", RAGGED_LENGTHS)
+    padded_loss, _ = torch_loss_and_grad(weights, X, y, "gru", "tanh", None)
+    ref_loss = reference_loss(weights, X, y, cell="gru", lengths=RAGGED_LENGTHS)
+    assert ref_loss == pytest.approx(packed_loss, rel=TORCH_RTOL)
+    assert abs(packed_loss - padded_loss) > 1e-6
+    # torch's packed `output` at the last valid step holds the reverse state after ONE
+    # reverse step, not h_n's reverse half (which is output[:, 0, H:])
+    modules, _ = _torch_modules(torch, weights, "gru", "tanh")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(X), torch.as_tensor(RAGGED_LENGTHS), batch_first=True,
+        enforce_sorted=False)
+    with torch.no_grad():
+        out, h_n = modules[0](packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+    rows = np.arange(N_SAMPLES)
+    np.testing.assert_array_equal(out[rows, RAGGED_LENGTHS - 1, :3].numpy(), h_n[0].numpy())
+    np.testing.assert_array_equal(out[:, 0, 3:].numpy(), h_n[1].numpy())
+    assert not np.allclose(out[rows, RAGGED_LENGTHS - 1, 3:].numpy(), h_n[1].numpy())
+
+
+def torch_truncated_loss_and_grad(weights, X, y, cell, nonlinearity, lengths, bptt_truncate,
+                                  sample_weight):
+    """Truncated BPTT in torch: per sequence, run the first lengths[i] - k steps without
+    grad, then the last k steps from those (detached) states with grad."""
+    torch = _torch()
+    n_layers = sum(k.startswith("weight_ih_l") for k in weights)
+    # one single-layer module per layer, so that each layer's state can be handed over
+    modules, names = [], []
+    for k in range(n_layers):
+        sub = {key.replace(f"_l{k}", "_l0"): value for key, value in weights.items()
+               if key.endswith(f"_l{k}")}
+        sub["weight_out"], sub["bias_out"] = weights["weight_out"], weights["bias_out"]
+        (module,), (mapping,) = _torch_modules(torch, sub, cell, nonlinearity)
+        modules.append(module)
+        names.append({key: ref.replace("_l0", f"_l{k}") for key, ref in mapping.items()})
+    head = [torch.tensor(weights["weight_out"], requires_grad=True),
+            torch.tensor(weights["bias_out"], requires_grad=True)]
+    x = torch.from_numpy(X)
+    last_states = []
+    for i, length in enumerate(lengths):
+        start = max(length - bptt_truncate, 0)
+        states = [None] * n_layers
+        if start > 0:
+            with torch.no_grad():
+                seq = x[i:i + 1, :start]
+                for k, module in enumerate(modules):
+                    seq, states[k] = module(seq)
+        seq = x[i:i + 1, start:length]
+        for k, module in enumerate(modules):
+            seq, h_n = module(seq, states[k])
+        last_states.append((h_n[0] if cell == "lstm" else h_n)[-1])
+    h = torch.cat(last_states, dim=0)
+    loss = _torch_head_loss(torch, h, y, sample_weight, head)
+    loss.backward()
+    return loss.item(), _torch_grads(modules, names, head)
+
+
+@pytest.mark.parametrize("bptt_truncate", [1, 2, 4])
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_truncated_matches_torch_detached(cell_name, topology, bptt_truncate):
+    _torch()
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=13)
+    expected_loss, expected = torch_truncated_loss_and_grad(
+        weights, X, y, cell, nonlinearity, RAGGED_LENGTHS, bptt_truncate, SAMPLE_WEIGHT)
+    loss, grads = reference_loss_and_grad(
+        weights, X, y, cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+        bptt_truncate=bptt_truncate, sample_weight=SAMPLE_WEIGHT)
+    assert loss == pytest.approx(expected_loss, rel=TORCH_RTOL)
+    assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
