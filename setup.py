@@ -106,7 +106,10 @@ def _extensions():
             f"cbptt._kernels.{name}",
             [f"cbptt/_kernels/{name}.pyx"],
             include_dirs=[np.get_include()],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            define_macros=[
+                ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
+                ("CBPTT_DEBUG_BUILD", "1" if debug else "0"),
+            ],
         )
         for name in KERNELS
     ]

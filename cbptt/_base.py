@@ -213,6 +213,11 @@ class BaseRNN(BaseEstimator):
         train = np.arange(X.shape[0])
         if early_stopping:
             train, val = self._validation_split(y, rng)
+        if sample_weight is not None and not np.sum(sample_weight[train]) > 0:
+            raise ValueError(
+                "Every training sample left after the early-stopping validation "
+                "split has sample_weight 0; nothing to train on."
+            )
         weight_mask = np.zeros(network.n_params, dtype=bool)
         for name, view in network.unpack(weight_mask).items():
             view[...] = name.startswith("weight")
@@ -234,6 +239,7 @@ class BaseRNN(BaseEstimator):
                 start_time = time.perf_counter()
                 order = rng.permutation(train) if self.shuffle else train
                 epoch_loss = 0.0
+                epoch_weight = 0.0
                 for start in range(0, len(order), batch_size):
                     batch = order[start : start + batch_size]
                     weight_sum = (
@@ -247,21 +253,24 @@ class BaseRNN(BaseEstimator):
                         sample_weight_c, 1.0 / weight_sum, grad, truncate, n_threads,
                     )
                     if self.alpha:
+                        # Scaled like the data term (by the batch's weight sum), so
+                        # a sample weight of 2 equals a duplicated sample.
                         weights = params[weight_mask]
-                        loss += 0.5 * self.alpha * np.dot(weights, weights) / len(batch)
-                        grad[weight_mask] += (self.alpha / len(batch)) * weights
+                        loss += 0.5 * self.alpha * np.dot(weights, weights) / weight_sum
+                        grad[weight_mask] += (self.alpha / weight_sum) * weights
                     grad_norm = float(np.sqrt(np.dot(grad, grad)))
                     if not (np.isfinite(loss) and np.isfinite(grad_norm)):
                         self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
                     if self.clip_norm is not None and grad_norm > self.clip_norm:
                         grad *= self.clip_norm / grad_norm
                     optimizer.step(params, grad)
-                    epoch_loss += loss * len(batch)
+                    epoch_loss += loss * weight_sum
+                    epoch_weight += weight_sum
                 if not np.all(np.isfinite(params)):
                     self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
                 state["n_iter_"] += 1
                 state["t_"] += len(train)
-                epoch_loss /= len(train)
+                epoch_loss /= epoch_weight
                 state["loss_curve_"].append(epoch_loss)
                 optimizer.epoch_ends(state["t_"])
 

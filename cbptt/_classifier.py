@@ -60,7 +60,8 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         Decay rate of RMSProp's running average of squared gradients.
     alpha : float, default=1e-4
         Strength of the L2 penalty on the weight matrices (not the biases),
-        added to the loss as ``alpha / (2 * batch_size) * ||W||^2``.
+        added to the loss as ``alpha / (2 * batch_size) * ||W||^2`` (with
+        ``sample_weight``: the minibatch's sum of weights instead of its size).
     batch_size : int or "auto", default="auto"
         Minibatch size; "auto" is ``min(64, n_samples)``.
     max_iter : int, default=200
@@ -169,7 +170,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         if len(classes) < 2:
             raise ValueError(
                 f"RNNClassifier needs samples of at least 2 classes in the data; "
-                f"got only class {classes[0]!r}."
+                f"got 1 class: {classes[0]!r}."
             )
         self.classes_ = classes
         self.n_features_in_ = X.shape[2]
@@ -232,7 +233,8 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        logits = self._logits(X)  # raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def predict_proba(self, X):
         """Probability of each class for each sequence.

@@ -88,6 +88,11 @@ def check_sequences(
         C-contiguous; steps past a sequence's length are zero.
     lengths : ndarray of shape (n_samples,), dtype intp
     """
+    if isinstance(X, (list, tuple)) and len(X) == 0:
+        raise ValueError(
+            "Found 0 sequences in X (an empty list), while a minimum of 1 is "
+            f"required. {_FORMS}"
+        )
     if _is_ragged_list(X):
         seqs = [
             _check_one_sequence(seq, i, dtype, ensure_all_finite) for i, seq in enumerate(X)
@@ -105,10 +110,17 @@ def check_sequences(
         for i, seq in enumerate(seqs):
             X_padded[i, : len(seq)] = seq
     else:
-        if np.ndim(X) not in (2, 3):
+        # Not np.ndim(X): array-likes that only implement __array__ refuse it.
+        ndim = getattr(X, "ndim", None)
+        if not isinstance(ndim, numbers.Integral):
+            ndim = np.asarray(X).ndim
+        if ndim not in (2, 3):
+            hint = (
+                " (one univariate sequence x is x.reshape(1, -1))" if ndim == 1 else ""
+            )
             raise ValueError(
-                f"X must be 2-D or 3-D, got an array with {np.ndim(X)} "
-                f"dimension(s). {_FORMS}"
+                f"X must be 2-D or 3-D, got an array with {ndim} dimension(s). "
+                f"Reshape your data{hint}. {_FORMS}"
             )
         X_padded = check_array(
             X, dtype=dtype, allow_nd=True, order="C", ensure_all_finite=ensure_all_finite
@@ -124,8 +136,9 @@ def check_sequences(
     if n_features is not None and X_padded.shape[2] != n_features:
         name = estimator_name or "the model"
         raise ValueError(
-            f"X has {X_padded.shape[2]} features per time step, but {name} was "
-            f"fitted with {n_features}."
+            f"X has {X_padded.shape[2]} features, but {name} is expecting "
+            f"{n_features} features as input (features per time step; the number "
+            "of time steps may differ)."
         )
     return X_padded, lengths
 

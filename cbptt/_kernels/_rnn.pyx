@@ -255,7 +255,7 @@ def loss_and_grad(
     if sample_weight is not None:
         weights = &sample_weight[0]
     with nogil:
-        for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
+        for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = c * CHUNK_SIZE
             chunk_loss[c] = _loss_and_grad(
                 &X[0, 0, 0], &lengths[0], &batch[start],
@@ -291,7 +291,7 @@ def forward(
     cdef intp_t c, start, n_rows
     cdef Layout w
     with nogil:
-        for c in prange(n_chunks, num_threads=n_threads, schedule="static"):
+        for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = c * CHUNK_SIZE
             n_rows = min(CHUNK_SIZE, n_batch - start)
             w = _forward(&X[0, 0, 0], &lengths[0], &batch[start], n_rows,

@@ -17,7 +17,13 @@ cdef extern from *:
     #endif
     """
     bint CBPTT_OPENMP
+    bint CBPTT_DEBUG_BUILD
     int omp_get_max_threads() nogil
+
+
+def debug_build():
+    """True when built with CBPTT_DEBUG=1 (bounds and initialization checks on)."""
+    return bool(CBPTT_DEBUG_BUILD)
 
 
 def openmp_enabled():

@@ -1,0 +1,301 @@
+"""Time one training epoch of cbptt against PyTorch and a plain NumPy BPTT.
+
+Why: cbptt exists to train RNNs fast on the CPU, so its speed must be
+measured, not asserted in tests. This script trains the same tanh Elman
+network (one layer, many-to-one, Adam, lr 1e-3) on the same synthetic data
+with three contestants in one process:
+
+* ``cbptt``: ``RNNClassifier.partial_fit`` (one epoch, input validation included);
+* ``torch``: ``torch.nn.RNN`` + ``torch.nn.Linear`` with ``torch.optim.Adam``
+  (skipped when PyTorch is not installed);
+* ``numpy``: ``benchmarks/numpy_rnn.NumpyElman``, vectorized NumPy BPTT.
+
+Runs alternate (cbptt, torch, numpy, cbptt, ...) after one untimed warm-up
+epoch each, so that a noisy machine slows all contestants alike. It reports
+the median seconds per epoch, the ratios cbptt/other as the median of the
+per-round ratios, GFLOP/s (GEMM work only) as a share of the sgemm rate
+measured in the same process, and the peak memory of one epoch, measured in
+a fresh subprocess per contestant. It ends with a markdown table for the
+README.
+
+Run from the repository root::
+
+    python benchmarks/bench.py                 # full: reference configs
+    python benchmarks/bench.py --quick         # N/8 and 3 repeats, about a minute
+    python benchmarks/bench.py --configs small,medium --threads 2 --repeats 7
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from numpy_rnn import NumpyElman  # noqa: E402
+
+import cbptt  # noqa: E402
+from cbptt import RNNClassifier  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+CONFIGS = {
+    "small": dict(N=4096, T=32, D=8, H=32, C=4, B=64),
+    "medium": dict(N=4096, T=64, D=32, H=128, C=10, B=64),
+    "large": dict(N=1024, T=128, D=64, H=512, C=10, B=128),
+}
+LEARNING_RATE = 1e-3
+_BLAS = ThreadpoolController()
+
+
+# -- contestants: each returns a function that trains one epoch --------------
+def cbptt_epoch(cfg, X, y, threads):
+    clf = RNNClassifier(
+        hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
+        learning_rate_init=LEARNING_RATE, alpha=0.0, clip_norm=None, shuffle=True,
+        random_state=0, n_threads=threads,
+    )
+    classes = np.arange(cfg["C"])
+    return lambda: clf.partial_fit(X, y, classes=classes)
+
+
+def torch_epoch(cfg, X, y, threads):
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    dtype = getattr(torch, X.dtype.name)
+    rnn = torch.nn.RNN(cfg["D"], cfg["H"], batch_first=True).to(dtype)
+    head = torch.nn.Linear(cfg["H"], cfg["C"]).to(dtype)
+    optimizer = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch():
+        for batch in torch.randperm(len(X), generator=generator).split(cfg["B"]):
+            optimizer.zero_grad()
+            _, h_last = rnn(X_t[batch])
+            loss_fn(head(h_last[0]), y_t[batch]).backward()
+            optimizer.step()
+    return epoch
+
+
+def numpy_epoch(cfg, X, y, threads):
+    model = NumpyElman(cfg["D"], cfg["H"], cfg["C"], dtype=X.dtype, seed=0,
+                       learning_rate=LEARNING_RATE)
+    rng = np.random.default_rng(0)
+
+    def epoch():
+        with _BLAS.limit(limits=threads, user_api="blas"):
+            model.epoch(X, y, cfg["B"], rng)
+    return epoch
+
+
+CONTESTANTS = {"cbptt": cbptt_epoch, "torch": torch_epoch, "numpy": numpy_epoch}
+if torch is None:
+    del CONTESTANTS["torch"]
+
+
+# -- measurements --------------------------------------------------------------
+def make_data(cfg, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((cfg["N"], cfg["T"], cfg["D"]), dtype=dtype)
+    y = rng.integers(0, cfg["C"], size=cfg["N"])
+    return X, y
+
+
+def epoch_flops(cfg):
+    """GEMM FLOPs of one epoch of Elman BPTT; backward counts twice the forward."""
+    N, T, D, H, C = (cfg[k] for k in "NTDHC")
+    return 3 * (2 * N * T * H * (D + H) + 2 * N * H * C)
+
+
+def time_alternating(epochs, repeats):
+    """{name: [seconds of each run]}, one untimed warm-up each, runs interleaved."""
+    for epoch in epochs.values():
+        epoch()
+    times = {name: [] for name in epochs}
+    for _ in range(repeats):
+        for name, epoch in epochs.items():
+            start = time.perf_counter()
+            epoch()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(a, b):
+    """Median of the per-round ratios a_i / b_i of alternating runs."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def gemm_gflops(dtype, threads, n=2048, repeats=5):
+    """Median matmul rate of NumPy's BLAS with `threads` threads, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=dtype) for _ in range(2))
+    with _BLAS.limit(limits=threads, user_api="blas"):
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def measure_memory(name, cfg, dtype, threads):
+    """Peak RSS of one (first) epoch above the RSS before it, in MiB (this process)."""
+    X, y = make_data(cfg, dtype)
+    epoch = CONTESTANTS[name](cfg, X, y, threads)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
+    epoch()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def memory_in_subprocess(name, config, args):
+    command = [sys.executable, __file__, "--measure-memory", name, "--configs", config,
+               "--threads", str(args.threads), "--dtype", args.dtype]
+    if args.quick:
+        command.append("--quick")
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.CalledProcessError, ValueError, IndexError) as exc:
+        print(f"  memory of {name} not measured: {exc}", file=sys.stderr)
+        return None
+
+
+# -- report ----------------------------------------------------------------------
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def print_header(args, gemm_rate):
+    from cbptt._parallel import effective_n_threads
+
+    torch_version = torch.__version__ if torch is not None else "not installed (skipped)"
+    print(f"# cbptt benchmark ({'quick' if args.quick else 'full'}), {args.dtype}")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"threads: {args.threads} (cbptt OpenMP: {effective_n_threads(args.threads)}, "
+          f"torch.set_num_threads, NumPy BLAS via threadpoolctl)")
+    print(f"versions: cbptt {cbptt.__version__}, numpy {np.__version__}, "
+          f"torch {torch_version}, python {platform.python_version()}")
+    for lib in _BLAS.info():
+        if lib["internal_api"] == "openblas":
+            print(f"OpenBLAS: {Path(lib['filepath']).name} {lib['version']}, "
+                  f"kernels {lib['architecture']}")
+    print(f"OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
+    print(f"NumPy {args.dtype} matmul 2048^2, {args.threads} threads: "
+          f"{gemm_rate:.1f} GFLOP/s (the '% gemm' reference below)")
+    print(f"{args.repeats} timed epochs per contestant after 1 warm-up, alternating; "
+          "ratios are medians of per-round ratios; memory: peak RSS above the RSS "
+          "before the first epoch, one fresh subprocess per contestant")
+
+
+def fmt(value, spec, missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def run_config(name, cfg, args, gemm_rate):
+    X, y = make_data(cfg, args.dtype)
+    epochs = {c: make(cfg, X, y, args.threads) for c, make in CONTESTANTS.items()}
+    times = time_alternating(epochs, args.repeats)
+    memory = ({c: memory_in_subprocess(c, name, args) for c in CONTESTANTS}
+              if args.memory else {})
+    gflop = epoch_flops(cfg) / 1e9
+    dims = " ".join(f"{k}={v}" for k, v in cfg.items())
+    print(f"\n## {name}: {dims}, {gflop:.2f} GFLOP/epoch")
+    print(f"  {'':6} {'median s':>9} {'min s':>8} {'max s':>8} {'GFLOP/s':>8} "
+          f"{'% gemm':>7} {'peak MiB':>9}")
+    row = {"config": name, "median": {}, "ratio": {}}
+    for c, ts in times.items():
+        median = row["median"][c] = statistics.median(ts)
+        rate = gflop / median
+        print(f"  {c:6} {median:9.3f} {min(ts):8.3f} {max(ts):8.3f} {rate:8.1f} "
+              f"{100 * rate / gemm_rate:6.1f}% {fmt(memory.get(c), '9.1f', '        -')}")
+    for other in ("torch", "numpy"):
+        if other in times:
+            row["ratio"][other] = paired_ratio(times["cbptt"], times[other])
+            print(f"  cbptt/{other}: {row['ratio'][other]:.2f}")
+    row["gflops"] = gflop / row["median"]["cbptt"]
+    return row
+
+
+def print_table(rows, gemm_rate):
+    print("\n| config | cbptt s/epoch | torch s/epoch | numpy s/epoch | cbptt/torch "
+          "| cbptt/numpy | cbptt GFLOP/s (% of sgemm) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        m, q = r["median"], r["ratio"]
+        print(f"| {r['config']} | {m['cbptt']:.3f} | {fmt(m.get('torch'), '.3f')} "
+              f"| {m['numpy']:.3f} | {fmt(q.get('torch'), '.2f')} | {q['numpy']:.2f} "
+              f"| {r['gflops']:.1f} ({100 * r['gflops'] / gemm_rate:.0f}%) |")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="N/8 samples and 3 repeats unless --repeats is given")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed epochs per contestant (default 5, quick 3)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the memory subprocesses")
+    parser.add_argument("--measure-memory", metavar="CONTESTANT",
+                        choices=list(CONTESTANTS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    args.configs = args.configs.split(",")
+    unknown = set(args.configs) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown configs {sorted(unknown)}; choose from {list(CONFIGS)}")
+    return args
+
+
+def main():
+    args = parse_args()
+    configs = {name: dict(CONFIGS[name]) for name in args.configs}
+    if args.quick:
+        for cfg in configs.values():
+            cfg["N"] //= 8
+    if args.measure_memory:
+        (cfg,) = configs.values()
+        mib = measure_memory(args.measure_memory, cfg, args.dtype, args.threads)
+        print(json.dumps(mib))
+        return
+    if torch is None:
+        print("PyTorch is not installed: the torch contestant is skipped.")
+    gemm_rate = gemm_gflops(args.dtype, args.threads)
+    print_header(args, gemm_rate)
+    rows = [run_config(name, cfg, args, gemm_rate) for name, cfg in configs.items()]
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    print_table(rows, gemm_rate)
+
+
+if __name__ == "__main__":
+    main()
