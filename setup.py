@@ -22,7 +22,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_rnn", "_utils"]
+KERNELS = ["_network", "_utils"]
 
 
 def _env_flag(name):

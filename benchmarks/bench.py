@@ -261,7 +261,7 @@ def parse_args():
                         help="comma-separated subset of " + ",".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed epochs per contestant (default 5, quick 3)")
+                        help="timed epochs per contestant (default 7, quick 3)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the memory subprocesses")
@@ -269,7 +269,7 @@ def parse_args():
                         choices=list(CONTESTANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+        args.repeats = 3 if args.quick else 7
     args.configs = args.configs.split(",")
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:

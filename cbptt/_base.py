@@ -158,8 +158,8 @@ class BaseRNN(BaseEstimator):
         return sizes
 
     def _network(self, n_features, n_classes):
-        (n_hidden,) = self._hidden_sizes()
-        return Network(self.cell, self.nonlinearity, n_features, n_hidden, n_classes)
+        return Network(self.cell, self.nonlinearity, n_features, self._hidden_sizes(),
+                       n_classes)
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":

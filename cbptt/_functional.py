@@ -9,7 +9,7 @@ both go through it.
 
 import numpy as np
 
-from cbptt._kernels import _rnn
+from cbptt._kernels import _network
 from cbptt._parallel import effective_n_threads, single_threaded_blas
 from cbptt._sequences import (
     check_lengths,
@@ -17,8 +17,10 @@ from cbptt._sequences import (
     check_sequences,
 )
 
-CELLS = ("rnn",)
+CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # cell enum of _cells.pxd
 
 
 class Network:
@@ -26,31 +28,44 @@ class Network:
 
     Parameters
     ----------
-    cell : {"rnn"}
+    cell : {"rnn", "lstm", "gru"}
     nonlinearity : {"tanh", "relu"}
-    n_features, n_hidden, n_classes : int
+        Used by the Elman cell only.
+    n_features : int
+    hidden_sizes : sequence of int
+        Units of each stacked layer.
+    n_classes : int
+    bidirectional : bool
     """
 
-    def __init__(self, cell, nonlinearity, n_features, n_hidden, n_classes):
+    def __init__(self, cell, nonlinearity, n_features, hidden_sizes, n_classes,
+                 bidirectional=False):
         self.cell = cell
         self.nonlinearity = nonlinearity
         self.n_features = n_features
-        self.n_hidden = n_hidden
+        self.hidden_sizes = np.asarray(hidden_sizes, dtype=np.intp)
         self.n_classes = n_classes
-        self._kernel = _rnn
+        self.n_dirs = 2 if bidirectional else 1
         self._workspace = {}
 
     @property
     def shapes(self):
         """``[(name, shape), ...]`` in flat-vector order (PyTorch's names)."""
-        D, H, C = self.n_features, self.n_hidden, self.n_classes
-        return [
-            ("weight_ih_l0", (H, D)),
-            ("weight_hh_l0", (H, H)),
-            ("bias_ih_l0", (H,)),
-            ("bias_hh_l0", (H,)),
-            ("weight_out", (C, H)),
-            ("bias_out", (C,)),
+        shapes = []
+        n_input = self.n_features
+        G = N_GATES[self.cell]
+        for k, H in enumerate(int(h) for h in self.hidden_sizes):
+            for suffix in ("", "_reverse")[: self.n_dirs]:
+                shapes += [
+                    (f"weight_ih_l{k}{suffix}", (G * H, n_input)),
+                    (f"weight_hh_l{k}{suffix}", (G * H, H)),
+                    (f"bias_ih_l{k}{suffix}", (G * H,)),
+                    (f"bias_hh_l{k}{suffix}", (G * H,)),
+                ]
+            n_input = self.n_dirs * H
+        return shapes + [
+            ("weight_out", (self.n_classes, n_input)),
+            ("bias_out", (self.n_classes,)),
         ]
 
     @property
@@ -100,10 +115,11 @@ class Network:
 
     def _buffers(self, dtype, n_batch, max_steps):
         """Scratch memory for a minibatch, grown as needed and then reused."""
-        n_chunks = -(-n_batch // _rnn.chunk_size())
-        size = self._kernel.workspace_size(
-            min(n_batch, _rnn.chunk_size()), max_steps, self.n_features,
-            self.n_hidden, self.n_classes,
+        chunk = _network.chunk_size()
+        n_chunks = -(-n_batch // chunk)
+        size = _network.workspace_size(
+            _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs, self.n_features,
+            self.n_classes, min(n_batch, chunk), max_steps,
         )
         key = np.dtype(dtype)
         buf = self._workspace.get(key)
@@ -122,16 +138,18 @@ class Network:
         self._workspace = {}
 
     def loss_and_grad(self, params, X, lengths, batch, y, sample_weight,
-                      loss_scale, grad_out, truncate, n_threads):
+                      loss_scale, grad_out, truncate, n_threads, dropout=0.0, seed=0):
         """Minibatch loss; the gradient goes into ``grad_out``.
 
         ``batch`` indexes X and must be sorted by decreasing length.
+        ``seed`` draws the dropout masks of this minibatch.
         """
         workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]])
-        return self._kernel.loss_and_grad(
+        return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
-            chunk_grads, workspace, self.n_hidden, self.n_classes,
-            self.nonlinearity == "relu", truncate, n_threads,
+            chunk_grads, workspace, _CELL_CODES[self.cell],
+            self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
+            self.n_classes, truncate, dropout, seed, n_threads,
         )
 
     def logits(self, params, X, lengths, n_threads):
@@ -139,9 +157,10 @@ class Network:
         batch = sort_by_length(lengths)
         workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]])
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
-        self._kernel.forward(
-            X, lengths, batch, params, out, workspace, self.n_hidden,
-            self.n_classes, self.nonlinearity == "relu", n_threads,
+        _network.forward(
+            X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],
+            self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
+            self.n_classes, n_threads,
         )
         logits = np.empty_like(out)
         logits[batch] = out
@@ -159,6 +178,52 @@ def sort_by_length(lengths, indices=None):
 def _check_choice(value, name, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}; got {value!r}.")
+
+
+_TRUNCATE_BIDIRECTIONAL = (
+    "bptt_truncate cannot be combined with a bidirectional network: the "
+    "reverse direction has no 'last k steps'. Use bptt_truncate=None or a "
+    "unidirectional network."
+)
+
+
+def check_nonlinearity(cell, nonlinearity):
+    """Only the Elman cell has a choice of nonlinearity."""
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise ValueError(
+            f"nonlinearity={nonlinearity!r} applies to cell='rnn' only; the "
+            f"{cell.upper()} cell has fixed sigmoid/tanh gates. Leave "
+            "nonlinearity='tanh' (the default)."
+        )
+
+
+def network_from_weights(weights, cell, nonlinearity, n_features):
+    """The Network whose parameters ``weights`` names (layers, directions and
+    sizes read from the keys and shapes; ``Network.pack`` checks the rest)."""
+    if not isinstance(weights, dict):
+        raise TypeError(
+            "weights must be a dict of arrays named as PyTorch's state_dict; "
+            f"got {type(weights).__name__}."
+        )
+    hidden_sizes = []
+    while f"weight_hh_l{len(hidden_sizes)}" in weights:
+        shape = np.shape(weights[f"weight_hh_l{len(hidden_sizes)}"])
+        if len(shape) != 2:
+            raise ValueError(
+                f"weights['weight_hh_l{len(hidden_sizes)}'] must be 2-D "
+                f"(gates * H, H); got shape {shape}."
+            )
+        hidden_sizes.append(shape[1])
+    out_shape = np.shape(weights.get("weight_out"))
+    if not hidden_sizes or len(out_shape) != 2:
+        raise ValueError(
+            "weights needs 'weight_hh_l0' (gates * H, H) and 'weight_out' (C, H) "
+            "to infer the sizes of the model; got keys "
+            f"{sorted(weights)}."
+        )
+    bidirectional = any(name.endswith("_reverse") for name in weights)
+    return Network(cell, nonlinearity, n_features, hidden_sizes, out_shape[0],
+                   bidirectional)
 
 
 def loss_and_grad(
@@ -183,24 +248,30 @@ def loss_and_grad(
     Parameters
     ----------
     weights : dict of str -> array-like
-        ``weight_ih_l0`` (H, D), ``weight_hh_l0`` (H, H), ``bias_ih_l0`` (H,),
-        ``bias_hh_l0`` (H,) as in ``torch.nn.RNN(D, H).state_dict()``, plus
-        the classification head ``weight_out`` (C, H) and ``bias_out`` (C,).
+        The ``state_dict`` of ``torch.nn.RNN/LSTM/GRU(D, H, batch_first=True,
+        num_layers=..., bidirectional=...)``: for each layer k,
+        ``weight_ih_l{k}`` (G*H_k, D_k), ``weight_hh_l{k}`` (G*H_k, H_k),
+        ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H_k,), with suffix
+        ``_reverse`` for the reverse direction of a bidirectional layer;
+        G = 1, 4, 3 for rnn, lstm, gru. Layers may differ in size. Plus the
+        classification head ``weight_out`` (C, H_last) or (C, 2*H_last) and
+        ``bias_out`` (C,). Layers, directions and sizes are read from it.
     X : array-like of shape (n_samples, n_timesteps, n_features)
         Input sequences, float32 or float64 (the computation runs in X's
         dtype; other numeric dtypes are converted to float64).
     y : array-like of shape (n_samples,)
         Class indices in ``[0, C)``.
-    cell : {"rnn"}, default="rnn"
-        Recurrent cell.
+    cell : {"rnn", "lstm", "gru"}, default="rnn"
+        Recurrent cell, with PyTorch's equations and gate order.
     nonlinearity : {"tanh", "relu"}, default="tanh"
-        Activation of the Elman cell.
+        Activation of the Elman cell; gated cells accept only "tanh".
     lengths : array-like of shape (n_samples,), default=None
         Number of valid steps of each sequence, in ``[1, n_timesteps]``; the
         rest is padding, whose content never matters. None means all steps.
     bptt_truncate : int, default=None
         Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT.
+        sequence only (truncated BPTT). None means full BPTT. Not defined
+        for bidirectional networks.
     sample_weight : array-like of shape (n_samples,), default=None
         Non-negative weights; the loss is ``sum_i w_i CE_i / sum_i w_i``.
     n_threads : int, default=None
@@ -235,6 +306,7 @@ def loss_and_grad(
     """
     _check_choice(cell, "cell", CELLS)
     _check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+    check_nonlinearity(cell, nonlinearity)
     n_threads = check_positive_int_or_none(n_threads, "n_threads")
     bptt_truncate = check_positive_int_or_none(bptt_truncate, "bptt_truncate")
     X = np.asarray(X) if not isinstance(X, np.ndarray) else X
@@ -253,16 +325,9 @@ def loss_and_grad(
         if not np.all(np.isfinite(X[valid])):
             raise ValueError("X contains NaN or infinity within the valid steps.")
 
-    if "weight_hh_l0" not in weights if isinstance(weights, dict) else False:
-        raise ValueError("weights has no 'weight_hh_l0'; see the expected keys below.")
-    hh = np.shape(weights.get("weight_hh_l0")) if isinstance(weights, dict) else ()
-    out = np.shape(weights.get("weight_out")) if isinstance(weights, dict) else ()
-    if len(hh) != 2 or len(out) != 2:
-        raise ValueError(
-            "weights needs 2-D 'weight_hh_l0' (H, H) and 'weight_out' (C, H) "
-            "to infer the sizes of the model."
-        )
-    net = Network(cell, nonlinearity, n_features, hh[0], out[0])
+    net = network_from_weights(weights, cell, nonlinearity, n_features)
+    if bptt_truncate is not None and net.n_dirs == 2:
+        raise ValueError(_TRUNCATE_BIDIRECTIONAL)
     flat = net.pack(weights, X.dtype)
 
     y = np.asarray(y)

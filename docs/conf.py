@@ -72,5 +72,28 @@ def _replace_inherited_score_doc(app, what, name, obj, options, lines):
         lines[:] = _SCORE_DOC.splitlines()
 
 
+# numpydoc's "beta_1, beta_2 : float, default=0.9, 0.999" would give both
+# parameters both defaults in napoleon's output; list them one by one.
+_BETAS = "beta_1, beta_2 : float, default=0.9, 0.999"
+
+
+def _split_beta_params(app, what, name, obj, options, lines):
+    if name != "cbptt.RNNClassifier":
+        return
+    for k, line in enumerate(lines):
+        if line.strip() == _BETAS:
+            indent = line[: len(line) - len(line.lstrip())]
+            end = k + 1
+            while end < len(lines) and lines[end].startswith(indent + " "):
+                end += 1
+            description = lines[k + 1 : end]
+            lines[k:end] = (
+                [f"{indent}beta_1 : float, default=0.9", *description,
+                 f"{indent}beta_2 : float, default=0.999", *description]
+            )
+            break
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _replace_inherited_score_doc, priority=400)
+    app.connect("autodoc-process-docstring", _split_beta_params, priority=400)

@@ -23,7 +23,7 @@ from sklearn.utils.estimator_checks import (
 from cbptt import RNNClassifier
 
 # Small and quick, yet enough epochs for check_classifiers_train's accuracy bar.
-PARAMS = dict(hidden_layer_sizes=(16,), max_iter=20, random_state=0)
+PARAMS = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0)
 
 _UNIVARIATE = (
     "a 2-D X is (n_samples, n_timesteps) univariate sequences: n_features_in_ "

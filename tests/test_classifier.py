@@ -1,0 +1,507 @@
+"""Behaviour of cbptt.RNNClassifier as a scikit-learn classifier over sequences.
+
+The headline: it learns scikit-learn's digits read as 8 rows of 8 pixels (8
+time steps) with its default parameters. The rest checks the contract users
+rely on: Pipelines, grid search, pickling, determinism, ragged and univariate
+input, labels of any type, dtypes, fitted attributes, the training options,
+that inputs are never modified, and bit-identical results for any number of
+threads. Everything except the digits test runs on tiny data in well under a
+second each.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
+from sklearn.utils.validation import check_is_fitted
+
+from cbptt import RNNClassifier, loss_and_grad
+
+WEIGHT_NAMES = (
+    "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_out", "bias_out",
+)
+
+# Tiny, fast models for everything but the digits test.
+FAST = dict(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+
+
+@pytest.fixture(autouse=True)
+def _no_convergence_warnings():
+    # Short max_iter is on purpose here; tests that want the warning use
+    # pytest.warns, which overrides this filter.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _easy(n=60, T=5, D=2, seed=0, dtype=np.float64):
+    """Class = sign of the mean of feature 0: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, T, D)).astype(dtype)
+    y = (X[:, :, 0].mean(axis=1) > 0).astype(int)
+    return X, y
+
+
+def _ragged(n=40, D=2, seed=0, min_len=2, max_len=9):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, max_len + 1, size=n)
+    X = [rng.normal(size=(t, D)) for t in lengths]
+    y = np.array([int(x[:, 0].sum() > 0) for x in X])
+    return X, y
+
+
+def _weights_equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X, y
+
+
+def _to_sequences(X):
+    """(n, 64) digit images -> (n, 8, 8) sequences of pixel rows in [0, 1]."""
+    return np.asarray(X).reshape(-1, 8, 8) / 16.0
+
+
+# -- the headline ------------------------------------------------------------
+def test_learns_digits_with_default_parameters(digits):
+    X, y = digits
+    X = _to_sequences(X)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
+    clf = RNNClassifier(random_state=0).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.95
+
+
+# -- scikit-learn integration ---------------------------------------------------
+def _digits_subset(digits, n=300):
+    X, y = digits
+    return X[:n], y[:n]
+
+
+def _digits_pipeline(**params):
+    # Scale pixels to [0, 1], then each image becomes 8 steps of 8 pixels.
+    # (np.reshape, not a test-module function: joblib workers must unpickle it.)
+    return make_pipeline(
+        MinMaxScaler(),
+        FunctionTransformer(np.reshape, kw_args={"shape": (-1, 8, 8)}),
+        RNNClassifier(**{**FAST, **params}),
+    )
+
+
+def test_pipeline_equals_manual_steps(digits):
+    X, y = _digits_subset(digits)
+    pipe = _digits_pipeline().fit(X, y)
+    X_seq = MinMaxScaler().fit_transform(X).reshape(-1, 8, 8)
+    manual = RNNClassifier(**FAST).fit(X_seq, y)
+    assert_array_equal(pipe.predict(X), manual.predict(X_seq))
+    assert_array_equal(pipe.predict_proba(X), manual.predict_proba(X_seq))
+    assert pipe.score(X, y) > 0.5
+
+
+def test_grid_search_in_parallel_matches_cross_val_score(digits):
+    X, y = _digits_subset(digits)
+    pipe = _digits_pipeline()
+    grid = GridSearchCV(
+        pipe, {"rnnclassifier__hidden_layer_sizes": [(4,), (8,)]}, cv=3, n_jobs=2
+    ).fit(X, y)
+    assert grid.best_params_["rnnclassifier__hidden_layer_sizes"] in [(4,), (8,)]
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+    assert grid.best_score_ > 0.3  # 10 classes: chance is 0.1
+    # Worker processes (fewer threads each) give the same numbers as in-process.
+    scores = cross_val_score(pipe, X, y, cv=3)
+    index = grid.cv_results_["params"].index({"rnnclassifier__hidden_layer_sizes": (8,)})
+    assert grid.cv_results_["mean_test_score"][index] == pytest.approx(scores.mean(),
+                                                                       abs=1e-12)
+
+
+def test_pickle_round_trip():
+    X, y = _easy()
+    clf = RNNClassifier(**FAST).fit(X, y)
+    clf2 = pickle.loads(pickle.dumps(clf))
+    assert_array_equal(clf2.predict_proba(X), clf.predict_proba(X))
+    assert _weights_equal(clf2.weights_, clf.weights_)
+
+
+def test_clone_is_unfitted_with_equal_params():
+    X, y = _easy()
+    clf = RNNClassifier(**FAST, solver="sgd", clip_norm=None).fit(X, y)
+    cloned = clone(clf)
+    assert cloned.get_params() == clf.get_params()
+    assert not hasattr(cloned, "weights_")
+    with pytest.raises(NotFittedError):
+        check_is_fitted(cloned)
+    with pytest.raises(NotFittedError):
+        cloned.predict(X)
+
+
+# -- determinism ---------------------------------------------------------------
+def test_same_random_state_same_model():
+    X, y = _easy()
+    a = RNNClassifier(**FAST).fit(X, y)
+    b = RNNClassifier(**FAST).fit(X, y)
+    assert _weights_equal(a.weights_, b.weights_)
+    assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+
+
+def test_different_random_state_different_model():
+    X, y = _easy()
+    a = RNNClassifier(**{**FAST, "random_state": 0}).fit(X, y)
+    b = RNNClassifier(**{**FAST, "random_state": 1}).fit(X, y)
+    for name in WEIGHT_NAMES:
+        if name.startswith("weight"):
+            assert not np.array_equal(a.weights_[name], b.weights_[name]), name
+
+
+@pytest.mark.parametrize("n_threads", [2, None])
+def test_thread_count_does_not_change_the_result(n_threads):
+    # 150 samples, batches of 96 rows: several 32-row chunks per minibatch,
+    # plus a short last batch.
+    X, y = _easy(n=150, T=4)
+    params = dict(FAST, batch_size=96, max_iter=3)
+    one = RNNClassifier(**params, n_threads=1).fit(X, y)
+    many = RNNClassifier(**params, n_threads=n_threads).fit(X, y)
+    assert _weights_equal(one.weights_, many.weights_)
+    assert_array_equal(one.predict_proba(X), many.predict_proba(X))
+
+
+# -- input forms -----------------------------------------------------------------
+def test_ragged_list_trains_and_predicts():
+    X, y = _ragged()
+    clf = RNNClassifier(**FAST).fit(X, y)
+    assert clf.n_features_in_ == 2
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert np.all(np.isfinite(proba))
+    # Sequences longer and shorter than any seen at fit are fine.
+    rng = np.random.default_rng(1)
+    others = [rng.normal(size=(1, 2)), rng.normal(size=(30, 2)), rng.normal(size=(5, 2))]
+    assert clf.predict(others).shape == (3,)
+    assert clf.predict_proba(rng.normal(size=(4, 25, 2))).shape == (4, 2)
+
+
+def test_ragged_prediction_equals_one_by_one():
+    X, y = _ragged()
+    clf = RNNClassifier(**FAST).fit(X, y)
+    together = clf.predict_proba(X)
+    alone = np.vstack([clf.predict_proba(seq[np.newaxis]) for seq in X])
+    assert_allclose(together, alone, rtol=1e-12, atol=1e-15)
+    assert_array_equal(clf.predict(X), np.concatenate([clf.predict([s]) for s in X]))
+
+
+def test_zero_padded_array_is_not_a_ragged_list():
+    # In a 3-D array every step counts, zeros included; a list carries lengths.
+    X, y = _ragged(min_len=2, max_len=6)
+    clf = RNNClassifier(**FAST).fit(X, y)
+    padded = np.zeros((len(X), max(len(s) for s in X), 2))
+    for i, seq in enumerate(X):
+        padded[i, : len(seq)] = seq
+    assert not np.allclose(clf.predict_proba(padded), clf.predict_proba(X))
+    full = [i for i, seq in enumerate(X) if len(seq) == padded.shape[1]]
+    assert full  # sequences without padding agree
+    assert_allclose(clf.predict_proba(padded)[full], clf.predict_proba(X)[full],
+                    rtol=1e-12)
+
+
+def test_2d_input_is_univariate_sequences():
+    X, y = _easy(D=1)
+    X2 = X[:, :, 0]
+    a = RNNClassifier(**FAST).fit(X2, y)
+    b = RNNClassifier(**FAST).fit(X2[:, :, np.newaxis], y)
+    assert a.n_features_in_ == 1
+    assert _weights_equal(a.weights_, b.weights_)
+    assert_array_equal(a.predict_proba(X2), b.predict_proba(X2[:, :, np.newaxis]))
+    assert_array_equal(a.predict(X2), b.predict(X2))
+    # A list of 1-D arrays is univariate too.
+    assert_array_equal(a.predict(list(X2)), a.predict(X2))
+
+
+def test_string_labels():
+    X, _ = _easy(n=60)
+    labels = np.array(["cat", "dog", "bird"])
+    y = labels[np.arange(60) % 3]
+    clf = RNNClassifier(**FAST).fit(X, y)
+    assert_array_equal(clf.classes_, ["bird", "cat", "dog"])
+    pred = clf.predict(X)
+    assert set(pred) <= set(labels)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (60, 3)
+    assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    assert_allclose(clf.predict_log_proba(X), np.log(proba), rtol=1e-10, atol=1e-12)
+    assert_array_equal(pred, clf.classes_[np.argmax(proba, axis=1)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_of_data_decides_precision(dtype):
+    X, y = _easy(dtype=dtype)
+    clf = RNNClassifier(**FAST).fit(X, y)
+    for name in WEIGHT_NAMES:
+        assert clf.weights_[name].dtype == dtype, name
+    assert clf.predict_proba(X).dtype == dtype
+    assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+def test_integer_input_trains_in_float64():
+    X, y = _easy()
+    clf = RNNClassifier(**FAST).fit(np.round(X * 3).astype(np.int64), y)
+    assert clf.weights_["weight_hh_l0"].dtype == np.float64
+
+
+# -- fitted attributes and reporting ---------------------------------------------
+def test_fitted_attributes():
+    X, y = _easy(n=60, T=5, D=3)
+    y = np.arange(60) % 3
+    clf = RNNClassifier(hidden_layer_sizes=7, max_iter=4, random_state=0).fit(X, y)
+    assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.n_features_in_ == 3 and isinstance(clf.n_features_in_, int)
+    H, D, C = 7, 3, 3
+    expected = {
+        "weight_ih_l0": (H, D), "weight_hh_l0": (H, H), "bias_ih_l0": (H,),
+        "bias_hh_l0": (H,), "weight_out": (C, H), "bias_out": (C,),
+    }
+    assert isinstance(clf.weights_, dict)
+    assert {k: v.shape for k, v in clf.weights_.items()} == expected
+    assert all(isinstance(v, np.ndarray) for v in clf.weights_.values())
+    assert clf.n_iter_ == 4 and isinstance(clf.n_iter_, int)
+    assert isinstance(clf.loss_curve_, list) and len(clf.loss_curve_) == clf.n_iter_
+    assert isinstance(clf.loss_, float) and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None
+    assert clf.best_validation_score_ is None
+    assert clf.t_ == clf.n_iter_ * len(X)
+    # The weights are the model: loss_and_grad on them agrees with predict_proba.
+    loss, _ = loss_and_grad(clf.weights_, X, y)
+    proba = clf.predict_proba(X)
+    assert loss == pytest.approx(-np.mean(np.log(proba[np.arange(60), y])), rel=1e-10)
+
+
+def test_convergence_warning_when_max_iter_is_hit():
+    X, y = _easy()
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        RNNClassifier(**{**FAST, "max_iter": 2}).fit(X, y)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = _easy()
+    clf = RNNClassifier(**{**FAST, "max_iter": 3}, verbose=True).fit(X, y)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == clf.n_iter_ == 3
+    assert all("loss" in line for line in lines)
+
+
+def test_early_stopping_attributes():
+    X, y = _easy(n=80)
+    clf = RNNClassifier(**{**FAST, "max_iter": 6}, early_stopping=True,
+                        validation_fraction=0.25).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert all(0.0 <= s <= 1.0 for s in clf.validation_scores_)
+    assert clf.best_loss_ is None
+    assert len(clf.loss_curve_) == clf.n_iter_
+
+
+def test_early_stopping_stops_before_max_iter():
+    X, y = _easy(n=80)
+    clf = RNNClassifier(hidden_layer_sizes=(8,), random_state=0, early_stopping=True,
+                        n_iter_no_change=2, max_iter=200).fit(X, y)
+    assert clf.n_iter_ < 200
+
+
+# -- training options ------------------------------------------------------------
+def test_partial_fit():
+    X, y = _easy()
+    clf = RNNClassifier(hidden_layer_sizes=(8,), random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X, y, classes=[0, 1])
+    assert clf.n_iter_ == 1
+    for expected in range(2, 6):
+        clf.partial_fit(X, y)
+        assert clf.n_iter_ == expected
+    assert len(clf.loss_curve_) == 5
+    assert clf.t_ == 5 * len(X)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(X, np.where(y == 1, 7, 0))
+    assert clf.n_iter_ == 5  # the failed call trained nothing
+
+
+def test_partial_fit_classes_may_be_absent_from_a_batch():
+    X, y = _easy()
+    clf = RNNClassifier(**FAST).partial_fit(X[y == 0], y[y == 0], classes=[0, 1, 2])
+    assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.predict_proba(X).shape == (len(X), 3)
+
+
+def test_warm_start_continues_from_previous_weights():
+    X, y = _easy()
+    clf = RNNClassifier(**{**FAST, "max_iter": 3}, warm_start=True).fit(X, y)
+    first = {k: v.copy() for k, v in clf.weights_.items()}
+    curve = list(clf.loss_curve_)
+    clf.set_params(max_iter=1)
+    clf.fit(X, y)
+    assert clf.n_iter_ == 4
+    assert clf.loss_curve_[:3] == curve and len(clf.loss_curve_) == 4
+    assert not _weights_equal(clf.weights_, first)
+    fresh = RNNClassifier(**{**FAST, "max_iter": 1}).fit(X, y)
+    assert not _weights_equal(clf.weights_, fresh.weights_)
+    # One more epoch from the first fit's weights: closer to them than a fresh start.
+    dist = lambda a, b: sum(np.sum((a[k] - b[k]) ** 2) for k in a)  # noqa: E731
+    assert dist(clf.weights_, first) < dist(fresh.weights_, first)
+
+
+def test_warm_start_false_restarts():
+    X, y = _easy()
+    clf = RNNClassifier(**FAST).fit(X, y)
+    clf.fit(X, y)
+    assert clf.n_iter_ == FAST["max_iter"]
+    assert _weights_equal(clf.weights_, RNNClassifier(**FAST).fit(X, y).weights_)
+
+
+def test_sample_weight_equals_duplication_in_the_loss():
+    rng = np.random.default_rng(0)
+    H, D, C = 4, 3, 2
+    weights = {
+        "weight_ih_l0": rng.normal(size=(H, D)), "weight_hh_l0": rng.normal(size=(H, H)) / 2,
+        "bias_ih_l0": rng.normal(size=H), "bias_hh_l0": rng.normal(size=H),
+        "weight_out": rng.normal(size=(C, H)), "bias_out": rng.normal(size=C),
+    }
+    X = rng.normal(size=(3, 5, D))
+    y = np.array([0, 1, 1])
+    loss_w, grads_w = loss_and_grad(weights, X, y, sample_weight=[2.0, 1.0, 1.0])
+    loss_d, grads_d = loss_and_grad(weights, X[[0, 0, 1, 2]], y[[0, 0, 1, 2]])
+    assert loss_w == pytest.approx(loss_d, rel=1e-12)
+    for name in weights:
+        assert_allclose(grads_w[name], grads_d[name], rtol=1e-10, atol=1e-14)
+    # A zero weight removes the sample.
+    loss_z, grads_z = loss_and_grad(weights, X, y, sample_weight=[0.0, 1.0, 1.0])
+    loss_r, grads_r = loss_and_grad(weights, X[1:], y[1:])
+    assert loss_z == pytest.approx(loss_r, rel=1e-12)
+    for name in weights:
+        assert_allclose(grads_z[name], grads_r[name], rtol=1e-10, atol=1e-14)
+
+
+def test_fit_with_zero_weights_equals_fit_without_those_samples():
+    # Full batch (auto batch size is all 30 samples) and no shuffling: the
+    # updates depend on the weighted loss only.
+    X, y = _easy(n=30)
+    sw = np.ones(30)
+    sw[::3] = 0.0
+    params = dict(FAST, shuffle=False)
+    weighted = RNNClassifier(**params, batch_size=30).fit(X, y, sample_weight=sw)
+    removed = RNNClassifier(**params, batch_size=20).fit(X[sw > 0], y[sw > 0])
+    for name in WEIGHT_NAMES:
+        assert_allclose(weighted.weights_[name], removed.weights_[name], rtol=1e-9,
+                        atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="adam"),
+        dict(solver="sgd", nesterovs_momentum=True),
+        dict(solver="sgd", nesterovs_momentum=False),
+        dict(solver="sgd", momentum=0.0),
+        dict(solver="rmsprop", learning_rate_init=0.003),
+        dict(solver="sgd", learning_rate="constant"),
+        dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5),
+        dict(solver="sgd", learning_rate="adaptive", n_iter_no_change=1, tol=10.0),
+    ],
+    ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()),
+)
+def test_solvers_and_schedules_reduce_the_loss(params):
+    X, y = _easy()
+    params = {"learning_rate_init": 0.05, **params}
+    clf = RNNClassifier(**{**FAST, "max_iter": 8}, **params).fit(X, y)
+    assert np.all(np.isfinite(clf.loss_curve_))
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_adaptive_schedule_lowers_the_rate_instead_of_stopping():
+    X, y = _easy()
+    # tol so large that every epoch counts as "no improvement".
+    clf = RNNClassifier(**{**FAST, "max_iter": 6}, solver="sgd",
+                        learning_rate="adaptive", n_iter_no_change=1, tol=10.0).fit(X, y)
+    assert clf.n_iter_ == 6
+    const = RNNClassifier(**{**FAST, "max_iter": 6}, solver="sgd",
+                          n_iter_no_change=1, tol=10.0).fit(X, y)
+    assert const.n_iter_ < 6  # the constant schedule stops instead
+
+
+def test_clip_norm_bounds_each_update():
+    # SGD without momentum or L2, one full batch: an epoch moves the weights
+    # by -lr * clip(grad). Two learning rates differ by exactly one clipped
+    # gradient, whose norm is clip_norm.
+    X, y = _easy(n=30)
+    params = dict(FAST, max_iter=1, solver="sgd", momentum=0.0, alpha=0.0,
+                  clip_norm=1e-3)
+    a = RNNClassifier(**params, learning_rate_init=1.0).fit(X, y)
+    b = RNNClassifier(**params, learning_rate_init=2.0).fit(X, y)
+    diff = np.concatenate([(a.weights_[k] - b.weights_[k]).ravel() for k in WEIGHT_NAMES])
+    assert np.linalg.norm(diff) == pytest.approx(1e-3, rel=1e-6)
+    unclipped = RNNClassifier(**{**params, "clip_norm": None}).fit(X, y)
+    assert not _weights_equal(unclipped.weights_, a.weights_)
+
+
+def test_tiny_clip_norm_still_trains():
+    X, y = _easy()
+    one = RNNClassifier(**{**FAST, "max_iter": 1}, clip_norm=1e-6).fit(X, y)
+    two = RNNClassifier(**{**FAST, "max_iter": 2}, clip_norm=1e-6).fit(X, y)
+    assert not _weights_equal(one.weights_, two.weights_)
+    assert all(np.all(np.isfinite(v)) for v in two.weights_.values())
+
+
+def test_truncated_bptt_differs_from_full():
+    X, y = _easy(T=6)
+    full = RNNClassifier(**FAST).fit(X, y)
+    truncated = RNNClassifier(**FAST, bptt_truncate=1).fit(X, y)
+    assert not _weights_equal(full.weights_, truncated.weights_)
+    # Truncation longer than the sequences is full BPTT.
+    long = RNNClassifier(**FAST, bptt_truncate=100).fit(X, y)
+    assert _weights_equal(full.weights_, long.weights_)
+
+
+def test_relu_fits():
+    X, y = _easy()
+    clf = RNNClassifier(**{**FAST, "max_iter": 8}, nonlinearity="relu").fit(X, y)
+    assert all(np.all(np.isfinite(v)) for v in clf.weights_.values())
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    tanh = RNNClassifier(**{**FAST, "max_iter": 8}).fit(X, y)
+    assert not _weights_equal(clf.weights_, tanh.weights_)
+
+
+# -- inputs are never modified ------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_are_not_modified(dtype):
+    X, y = _easy(n=40, dtype=dtype)
+    X_lists, _ = _ragged(n=40)
+    X_lists = [s.astype(dtype) for s in X_lists]
+    sw = np.linspace(0.5, 2.0, 40)
+    X_strided = np.asfortranarray(X)
+    cases = [X, X_strided, X_lists, X[:, :, 0]]
+    for data in cases:
+        before_X = [np.copy(s) for s in data] if isinstance(data, list) else data.copy()
+        before_y, before_sw = y.copy(), sw.copy()
+        clf = RNNClassifier(**FAST).fit(data, y, sample_weight=sw)
+        clf.predict_proba(data)
+        clf.partial_fit(data, y, sample_weight=sw)
+        if isinstance(data, list):
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype
+                       for a, b in zip(data, before_X))
+        else:
+            assert_array_equal(data, before_X)
+            assert data.dtype == before_X.dtype
+        assert_array_equal(y, before_y)
+        assert_array_equal(sw, before_sw)
