@@ -172,11 +172,13 @@ def memory_in_subprocess(name, config, args):
                "--threads", str(args.threads), "--dtype", args.dtype]
     if args.quick:
         command.append("--quick")
+    out = subprocess.run(command, capture_output=True, text=True)
     try:
-        out = subprocess.run(command, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
-    except (subprocess.CalledProcessError, ValueError, IndexError) as exc:
-        print(f"  memory of {name} not measured: {exc}", file=sys.stderr)
+    except (ValueError, IndexError):
+        error = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"  memory of {name} not measured (exit {out.returncode}): {error}",
+              file=sys.stderr)
         return None
 
 
@@ -191,13 +193,16 @@ def cpu_model():
 
 
 def print_header(args, gemm_rate):
-    from cbptt._parallel import effective_n_threads
-
+    try:
+        from cbptt._parallel import effective_n_threads
+        cbptt_threads = effective_n_threads(args.threads)
+    except ImportError:
+        cbptt_threads = f"n_threads={args.threads}"
     torch_version = torch.__version__ if torch is not None else "not installed (skipped)"
     print(f"# cbptt benchmark ({'quick' if args.quick else 'full'}), {args.dtype}")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"threads: {args.threads} (cbptt OpenMP: {effective_n_threads(args.threads)}, "
+    print(f"threads: {args.threads} (cbptt OpenMP: {cbptt_threads}, "
           f"torch.set_num_threads, NumPy BLAS via threadpoolctl)")
     print(f"versions: cbptt {cbptt.__version__}, numpy {np.__version__}, "
           f"torch {torch_version}, python {platform.python_version()}")

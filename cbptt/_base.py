@@ -17,7 +17,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from cbptt._functional import CELLS, NONLINEARITIES, Network, sort_by_length
+from cbptt._functional import (
+    _TRUNCATE_BIDIRECTIONAL,
+    CELLS,
+    NONLINEARITIES,
+    Network,
+    check_nonlinearity,
+    sort_by_length,
+)
+from cbptt._kernels._network import max_layers
 from cbptt._optimizers import make_optimizer
 from cbptt._parallel import effective_n_threads, single_threaded_blas
 
@@ -28,22 +36,34 @@ _DIVERGED = (
 )
 
 
+def _orthogonal(rng, n):
+    """A random n x n orthogonal matrix, uniformly distributed (Haar)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
 def init_weights(network, rng, dtype):
     """Initial flat parameters, Keras-style.
 
-    ``weight_ih`` and ``weight_out``: Glorot uniform; ``weight_hh``: a random
-    orthogonal matrix (keeps the recurrence norm-preserving at the start);
-    biases: zero.
+    ``weight_ih`` and ``weight_out``: Glorot uniform over each gate's block;
+    ``weight_hh``: a random orthogonal matrix per gate (keeps the recurrence
+    norm-preserving at the start); biases zero, except the LSTM forget gate's
+    ``bias_ih`` block, which is 1 so that the cell remembers by default.
     """
     flat = np.zeros(network.n_params, dtype=dtype)
+    n_gates = {"rnn": 1, "lstm": 4, "gru": 3}[network.cell]
     for name, view in network.unpack(flat).items():
         if name.startswith("weight_hh"):
-            q, r = np.linalg.qr(rng.standard_normal(view.shape))
-            view[...] = q * np.sign(np.diag(r))
+            H = view.shape[1]
+            for g in range(n_gates):
+                view[g * H : (g + 1) * H] = _orthogonal(rng, H)
         elif name.startswith("weight"):
-            fan_out, fan_in = view.shape
-            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            rows = view.shape[0] // n_gates if name != "weight_out" else view.shape[0]
+            bound = np.sqrt(6.0 / (rows + view.shape[1]))
             view[...] = rng.uniform(-bound, bound, size=view.shape)
+        elif network.cell == "lstm" and name.startswith("bias_ih"):
+            H = view.shape[0] // 4
+            view[H : 2 * H] = 1.0
     return flat
 
 
@@ -54,6 +74,8 @@ class BaseRNN(BaseEstimator):
         "cell": [StrOptions(set(CELLS))],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "nonlinearity": [StrOptions(set(NONLINEARITIES))],
+        "bidirectional": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd", "rmsprop"})],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
@@ -85,6 +107,8 @@ class BaseRNN(BaseEstimator):
         cell="rnn",
         hidden_layer_sizes=(64,),
         nonlinearity="tanh",
+        bidirectional=False,
+        dropout=0.0,
         solver="adam",
         learning_rate="constant",
         learning_rate_init=0.01,
@@ -113,6 +137,8 @@ class BaseRNN(BaseEstimator):
         self.cell = cell
         self.hidden_layer_sizes = hidden_layer_sizes
         self.nonlinearity = nonlinearity
+        self.bidirectional = bidirectional
+        self.dropout = dropout
         self.solver = solver
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
@@ -149,17 +175,19 @@ class BaseRNN(BaseEstimator):
                 "hidden_layer_sizes must be a positive integer or a non-empty "
                 f"sequence of positive integers; got {self.hidden_layer_sizes!r}."
             )
-        if len(sizes) != 1:
+        if len(sizes) > max_layers():
             raise ValueError(
-                f"hidden_layer_sizes={self.hidden_layer_sizes!r} asks for "
-                f"{len(sizes)} layers; this version trains one recurrent layer, "
-                "e.g. hidden_layer_sizes=(64,)."
+                f"hidden_layer_sizes has {len(sizes)} layers; at most "
+                f"{max_layers()} are supported."
             )
         return sizes
 
     def _network(self, n_features, n_classes):
+        check_nonlinearity(self.cell, self.nonlinearity)
+        if self.bptt_truncate is not None and self.bidirectional:
+            raise ValueError(_TRUNCATE_BIDIRECTIONAL)
         return Network(self.cell, self.nonlinearity, n_features, self._hidden_sizes(),
-                       n_classes)
+                       n_classes, self.bidirectional)
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -251,6 +279,8 @@ class BaseRNN(BaseEstimator):
                     loss = network.loss_and_grad(
                         params, X, lengths, sort_by_length(lengths, batch), y,
                         sample_weight_c, 1.0 / weight_sum, grad, truncate, n_threads,
+                        self.dropout,
+                        int(rng.randint(np.iinfo(np.int32).max)) if self.dropout else 0,
                     )
                     if self.alpha:
                         # Scaled like the data term (by the batch's weight sum), so

@@ -21,21 +21,32 @@ from cbptt._sequences import check_sequences
 class RNNClassifier(ClassifierMixin, BaseRNN):
     """Recurrent neural network classifier trained by backpropagation through time.
 
-    A many-to-one Elman network: each sequence is read step by step, its
-    hidden state after its own last step goes through a linear layer and a
-    softmax, and the cross-entropy is minimized with minibatch SGD, Adam or
-    RMSProp. Forward and backward passes are Cython kernels parallel over the
+    A many-to-one recurrent network (Elman, LSTM or GRU cells, stacked,
+    optionally bidirectional): each sequence is read step by step, the last
+    layer's state after the sequence's own last step goes through a linear
+    layer and a softmax, and the cross-entropy is minimized with minibatch
+    SGD, Adam or RMSProp. Forward and backward passes are Cython kernels parallel over the
     minibatch with OpenMP; results do not depend on the number of threads.
 
     Parameters
     ----------
-    cell : {"rnn"}, default="rnn"
-        Recurrent cell: the Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1}
-        + b_hh)`` with ``h_0 = 0``.
-    hidden_layer_sizes : int or tuple of one int, default=(64,)
-        Number of hidden units of the recurrent layer.
+    cell : {"rnn", "lstm", "gru"}, default="rnn"
+        Recurrent cell, with PyTorch's equations and gate order: the Elman
+        RNN ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, the LSTM
+        (gates i, f, g, o) or the GRU (gates r, z, n). ``h_0 = c_0 = 0``.
+    hidden_layer_sizes : int or tuple of int, default=(64,)
+        Hidden units of each stacked recurrent layer; layer k + 1 reads
+        layer k's whole output sequence.
     nonlinearity : {"tanh", "relu"}, default="tanh"
-        The activation ``f`` of the Elman cell.
+        The activation ``f`` of the Elman cell. Gated cells accept only
+        "tanh".
+    bidirectional : bool, default=False
+        Each layer also runs backward over each sequence's valid steps; the
+        head reads the forward state at the last step and the backward
+        state at the first step (PyTorch's ``h_n``).
+    dropout : float, default=0.0
+        Probability of zeroing each output unit of every layer but the last,
+        during training only (as PyTorch's ``dropout``).
     solver : {"adam", "sgd", "rmsprop"}, default="adam"
         Optimizer of the weights.
     learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
@@ -85,7 +96,8 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         ``clip_norm``; None disables clipping.
     bptt_truncate : int or None, default=None
         Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT.
+        sequence only (truncated BPTT). None means full BPTT. Not defined
+        with ``bidirectional=True``.
     verbose : bool, default=False
         Print loss, validation score and seconds for each epoch.
     warm_start : bool, default=False
@@ -102,9 +114,10 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         Number of features per time step.
     weights_ : dict of str -> ndarray
         Trained weights with PyTorch's ``state_dict`` names and shapes
-        (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``)
-        plus the head ``weight_out`` (n_classes, H) and ``bias_out``; the
-        format :func:`cbptt.loss_and_grad` takes.
+        (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+        ``bias_hh_l{k}``, suffix ``_reverse`` for reverse directions) plus
+        the head ``weight_out`` (n_classes, n_directions * H_last) and
+        ``bias_out``; the format :func:`cbptt.loss_and_grad` takes.
     loss_ : float
         Mean training loss (with the L2 term) of the last epoch.
     loss_curve_ : list of float
