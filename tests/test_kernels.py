@@ -18,9 +18,17 @@ except ImportError:  # pragma: no cover - when tests is imported as a package
     from tests.reference import init_weights, reference_loss_and_grad
 
 
-def _problem(seed, n=7, T=6, D=3, H=5, C=4, ragged=True, weighted=False):
+CELLS = {"rnn-tanh": ("rnn", "tanh"), "rnn-relu": ("rnn", "relu"),
+         "lstm": ("lstm", "tanh"), "gru": ("gru", "tanh")}
+TOPOLOGIES = {"single": ([5], False), "stacked": ([4, 6, 3], False),
+              "bidirectional": ([5], True), "stacked-bidirectional": ([3, 4], True)}
+
+
+def _problem(seed, n=7, T=6, D=3, H=5, C=4, ragged=True, weighted=False,
+             cell="rnn", bidirectional=False):
     rng = np.random.default_rng(seed)
-    weights = init_weights(rng, "rnn", D, [H], C, scale=0.6)
+    hidden = H if isinstance(H, list) else [H]
+    weights = init_weights(rng, cell, D, hidden, C, bidirectional=bidirectional, scale=0.6)
     X = rng.normal(size=(n, T, D))
     y = rng.integers(0, C, size=n)
     lengths = rng.integers(1, T + 1, size=n) if ragged else None
@@ -53,6 +61,43 @@ def test_float64_matches_reference(nonlinearity, ragged, weighted, bptt_truncate
     assert _max_relative_error(grads, ref_grads) < 1e-10
 
 
+@pytest.mark.parametrize("topology, bptt_truncate", [
+    (topology, truncate) for topology, (_, bidirectional) in TOPOLOGIES.items()
+    for truncate in ([None] if bidirectional else [None, 2])  # undefined with reverse
+])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_every_cell_and_topology_matches_reference(cell_name, topology, bptt_truncate):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden, bidirectional = TOPOLOGIES[topology]
+    # 70 rows: three chunks, the last one partial.
+    weights, X, y, lengths, sw = _problem(7, n=70, T=7, H=hidden, weighted=True,
+                                          cell=cell, bidirectional=bidirectional)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=lengths,
+                  bptt_truncate=bptt_truncate, sample_weight=sw)
+    loss, grads = loss_and_grad(weights, X, y, **kwargs)
+    ref_loss, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+
+@pytest.mark.parametrize("topology", ["stacked", "stacked-bidirectional"])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_matches_torch_autograd_directly(cell_name, topology):
+    pytest.importorskip("torch")
+    from test_reference import torch_loss_and_grad
+
+    cell, nonlinearity = CELLS[cell_name]
+    hidden, bidirectional = TOPOLOGIES[topology]
+    weights, X, y, lengths, sw = _problem(8, n=40, T=6, H=hidden, weighted=True,
+                                          cell=cell, bidirectional=bidirectional)
+    expected_loss, expected = torch_loss_and_grad(weights, X, y, cell, nonlinearity,
+                                                  lengths, sw)
+    loss, grads = loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                                lengths=lengths, sample_weight=sw)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    assert _max_relative_error(grads, expected) < 1e-10
+
+
 def test_many_chunks_and_ties_match_reference():
     # More rows than one chunk (32), many equal lengths: chunking and the
     # stable sort by length must not change the result.
@@ -65,22 +110,26 @@ def test_many_chunks_and_ties_match_reference():
     assert _max_relative_error(grads, ref_grads) < 1e-10
 
 
-def test_float32_close_to_float64():
-    weights, X, y, lengths, _ = _problem(2, n=40, T=12, D=4, H=16, C=5)
-    loss64, grads64 = loss_and_grad(weights, X, y, lengths=lengths)
-    loss32, grads32 = loss_and_grad(weights, X.astype(np.float32), y, lengths=lengths)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_float32_close_to_float64(cell):
+    weights, X, y, lengths, _ = _problem(2, n=40, T=12, D=4, H=[16, 8], C=5, cell=cell,
+                                         bidirectional=True)
+    loss64, grads64 = loss_and_grad(weights, X, y, lengths=lengths, cell=cell)
+    loss32, grads32 = loss_and_grad(weights, X.astype(np.float32), y, lengths=lengths,
+                                    cell=cell)
     assert all(g.dtype == np.float32 for g in grads32.values())
     assert loss32 == pytest.approx(loss64, rel=1e-5)
     assert _max_relative_error(grads32, grads64) < 1e-4
 
 
-def test_padding_content_never_matters():
-    weights, X, y, lengths, _ = _problem(3, n=9)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_padding_content_never_matters(cell):
+    weights, X, y, lengths, _ = _problem(3, n=9, H=[4, 3], cell=cell, bidirectional=True)
     X_nan = X.copy()
     for i, length in enumerate(lengths):
         X_nan[i, length:] = np.nan
-    expected = loss_and_grad(weights, X, y, lengths=lengths)
-    loss, grads = loss_and_grad(weights, X_nan, y, lengths=lengths)
+    expected = loss_and_grad(weights, X, y, lengths=lengths, cell=cell)
+    loss, grads = loss_and_grad(weights, X_nan, y, lengths=lengths, cell=cell)
     assert loss == expected[0]
     for name in grads:
         np.testing.assert_array_equal(grads[name], expected[1][name])
@@ -95,11 +144,14 @@ def test_truncation_longer_than_sequences_is_full_bptt():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gradient_bit_identical_for_any_thread_count(dtype):
-    weights, X, y, lengths, sw = _problem(5, n=200, T=10, D=3, H=24, C=4, weighted=True)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_gradient_bit_identical_for_any_thread_count(dtype, cell):
+    weights, X, y, lengths, sw = _problem(5, n=200, T=10, D=3, H=[24, 8], C=4,
+                                          weighted=True, cell=cell, bidirectional=True)
     X = X.astype(dtype)
     results = [
-        loss_and_grad(weights, X, y, lengths=lengths, sample_weight=sw, n_threads=k)
+        loss_and_grad(weights, X, y, cell=cell, lengths=lengths, sample_weight=sw,
+                      n_threads=k)
         for k in (1, 2, 4)
     ]
     for loss, grads in results[1:]:
@@ -109,13 +161,19 @@ def test_gradient_bit_identical_for_any_thread_count(dtype):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_fit_bit_identical_for_any_thread_count():
+@pytest.mark.parametrize("params", [
+    dict(cell="rnn"),
+    dict(cell="gru", hidden_layer_sizes=(8, 6), dropout=0.3),
+    dict(cell="lstm", bidirectional=True),
+])
+def test_fit_bit_identical_for_any_thread_count(params):
     rng = np.random.default_rng(6)
     X = rng.normal(size=(300, 7, 3)).astype(np.float32)
     y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    params = {"hidden_layer_sizes": (12,), **params}
     fits = [
-        RNNClassifier(hidden_layer_sizes=(12,), batch_size=128, max_iter=3,
-                      random_state=0, n_threads=k).fit(X, y)
+        RNNClassifier(batch_size=128, max_iter=3, random_state=0, n_threads=k,
+                      **params).fit(X, y)
         for k in (1, 2, 4)
     ]
     for fit in fits[1:]:
@@ -137,3 +195,55 @@ def test_float32_tanh_within_6_ulp():
     assert np.max(np.abs(out - exact) / ulp) < 6
     assert np.max(np.abs(out)) <= 1.0
     assert np.all(np.sign(out) == np.sign(x))
+
+
+def _dropout_loss(cell, dropout, seed, n_threads=None):
+    from cbptt._functional import Network, sort_by_length
+
+    weights, X, y, lengths, _ = _problem(9, n=50, T=6, H=[6, 5], cell=cell)
+    network = Network(cell, "tanh", X.shape[2], [6, 5], 4)
+    params = network.pack(weights, np.float64)
+    grad = np.empty_like(params)
+    loss = network.loss_and_grad(
+        params, X, lengths, sort_by_length(lengths), y.astype(np.intp), None,
+        1 / len(X), grad, X.shape[1], n_threads or 1, dropout, seed,
+    )
+    return loss, grad, weights, X, y, lengths
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_dropout_between_layers(cell):
+    loss0, grad0, weights, X, y, lengths = _dropout_loss(cell, 0.0, 123)
+    expected, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
+    assert loss0 == pytest.approx(expected, rel=1e-12)          # p = 0: no dropout
+    loss_a, grad_a, *_ = _dropout_loss(cell, 0.5, 123)
+    loss_b, grad_b, *_ = _dropout_loss(cell, 0.5, 123, n_threads=2)
+    loss_c, _, *_ = _dropout_loss(cell, 0.5, 124)
+    assert loss_a != loss0 and loss_c != loss_a                  # masks act, per seed
+    assert loss_a == loss_b                                      # same seed, same mask
+    np.testing.assert_array_equal(grad_a, grad_b)
+
+
+def test_dropout_gradient_matches_finite_differences():
+    # With the mask fixed by the seed, the loss is a smooth function of the
+    # weights, and the gradient must be its derivative.
+    from cbptt._functional import Network, sort_by_length
+
+    weights, X, y, lengths, _ = _problem(10, n=20, T=5, H=[4, 3], cell="gru")
+    network = Network("gru", "tanh", X.shape[2], [4, 3], 4)
+    params = network.pack(weights, np.float64)
+    batch = sort_by_length(lengths)
+
+    def loss_at(p, grad):
+        return network.loss_and_grad(p, X, lengths, batch, y.astype(np.intp), None,
+                                     1 / len(X), grad, X.shape[1], 1, 0.4, 7)
+
+    grad = np.empty_like(params)
+    loss_at(params, grad)
+    scratch = np.empty_like(params)
+    numeric = np.empty_like(params)
+    for j in range(len(params)):
+        step = np.zeros_like(params)
+        step[j] = 1e-6
+        numeric[j] = (loss_at(params + step, scratch) - loss_at(params - step, scratch)) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
