@@ -67,6 +67,21 @@ def init_weights(network, rng, dtype):
     return flat
 
 
+def _global_norm(grad):
+    """L2 norm of the flat gradient; inf only when an element is not finite.
+
+    The plain sum of squares overflows for float32 gradients above ~1e19,
+    which clipping can still tame, so that case is rescaled first.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.sqrt(np.dot(grad, grad)))
+        if np.isfinite(norm) or not np.all(np.isfinite(grad)):
+            return norm
+        scale = float(np.max(np.abs(grad)))
+        scaled = grad / grad.dtype.type(scale)
+        return scale * float(np.sqrt(np.dot(scaled, scaled)))
+
+
 class BaseRNN(BaseEstimator):
     """Training loop for many-to-one recurrent nets (see RNNClassifier)."""
 
@@ -286,9 +301,10 @@ class BaseRNN(BaseEstimator):
                         # Scaled like the data term (by the batch's weight sum), so
                         # a sample weight of 2 equals a duplicated sample.
                         weights = params[weight_mask]
-                        loss += 0.5 * self.alpha * np.dot(weights, weights) / weight_sum
+                        with np.errstate(over="ignore"):  # overflow = divergence, below
+                            loss += 0.5 * self.alpha * np.dot(weights, weights) / weight_sum
                         grad[weight_mask] += (self.alpha / weight_sum) * weights
-                    grad_norm = float(np.sqrt(np.dot(grad, grad)))
+                    grad_norm = _global_norm(grad)
                     if not (np.isfinite(loss) and np.isfinite(grad_norm)):
                         self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
                     if self.clip_norm is not None and grad_norm > self.clip_norm:

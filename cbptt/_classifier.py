@@ -185,10 +185,12 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
                 f"RNNClassifier needs samples of at least 2 classes in the data; "
                 f"got 1 class: {classes[0]!r}."
             )
+        y_index = np.searchsorted(classes, y).astype(np.intp)
+        self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=False)
+        # Set once training succeeded: a failed fit leaves no half-fitted model.
         self.classes_ = classes
         self.n_features_in_ = X.shape[2]
-        y_index = np.searchsorted(classes, y).astype(np.intp)
-        return self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=False)
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -226,13 +228,15 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
             )
         n_features = None if first_call else self.n_features_in_
         X, lengths, y, sample_weight = self._check_fit_data(X, y, sample_weight, n_features)
-        if first_call:
+        if not first_call:
+            classes = self.classes_
+        self._check_labels_known(y, classes)
+        y_index = np.searchsorted(classes, y).astype(np.intp)
+        self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=True)
+        if first_call:  # only once training succeeded, as in fit
             self.classes_ = classes
             self.n_features_in_ = X.shape[2]
-        self._check_labels_known(y)
-        y_index = np.searchsorted(self.classes_, y).astype(np.intp)
-        return self._fit(X, lengths, y_index, sample_weight, len(self.classes_),
-                         incremental=True)
+        return self
 
     def predict(self, X):
         """Predict the class of each sequence.
@@ -296,12 +300,13 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
                 raise ValueError("sample_weight must have a positive sum.")
         return X, lengths, y, sample_weight
 
-    def _check_labels_known(self, y):
-        unknown = np.setdiff1d(unique_labels(y), self.classes_)
+    def _check_labels_known(self, y, classes=None):
+        classes = self.classes_ if classes is None else classes
+        unknown = np.setdiff1d(unique_labels(y), classes)
         if len(unknown):
             raise ValueError(
                 f"y contains labels {unknown.tolist()} not in classes_ "
-                f"{self.classes_.tolist()}."
+                f"{classes.tolist()}."
             )
 
     def _logits(self, X):
@@ -312,19 +317,34 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         network = self._network(X.shape[2], len(self.classes_))
         params = network.pack(self.weights_, X.dtype)
         with single_threaded_blas():
-            return network.logits(params, X, lengths, effective_n_threads(self.n_threads))
+            logits = network.logits(params, X, lengths, effective_n_threads(self.n_threads))
+        if not np.all(np.isfinite(logits)):
+            raise ValueError(
+                "The network's output is not finite for some sequences: their "
+                "values are too large for the trained weights. Scale the input "
+                "features as at fit."
+            )
+        return logits
 
     def _validation_split(self, y, rng):
-        stratify = y if np.min(np.bincount(y)) >= 2 else None
+        n_val = int(np.ceil(self.validation_fraction * len(y)))
+        if n_val < 2 or len(y) - n_val < 1:
+            raise ValueError(
+                f"The validation set for early stopping would have {n_val} of the "
+                f"{len(y)} samples; it needs at least 2 and must leave some for "
+                "training. Adjust validation_fraction or pass more data."
+            )
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
+        # Stratify when every class can be on both sides of the split.
+        stratifiable = (
+            counts.min() >= 2 and min(n_val, len(y) - n_val) >= len(counts)
+        )
         train, val = train_test_split(
             np.arange(len(y)), test_size=self.validation_fraction,
-            random_state=rng.randint(np.iinfo(np.int32).max), stratify=stratify,
+            random_state=rng.randint(np.iinfo(np.int32).max),
+            stratify=y if stratifiable else None,
         )
-        if len(val) < 2:
-            raise ValueError(
-                f"The validation set is too small ({len(val)} samples) for "
-                "early stopping; raise validation_fraction or pass more data."
-            )
         return np.sort(train), val
 
     def _validation_score(self, network, params, X, lengths, y, val, sample_weight,

@@ -309,7 +309,15 @@ def loss_and_grad(
     check_nonlinearity(cell, nonlinearity)
     n_threads = check_positive_int_or_none(n_threads, "n_threads")
     bptt_truncate = check_positive_int_or_none(bptt_truncate, "bptt_truncate")
-    X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X)
+        except ValueError:  # ragged nested lists
+            raise ValueError(
+                "X must be a 3-D array (n_samples, n_timesteps, n_features); for "
+                "sequences of different lengths, pad them to one length and pass "
+                "lengths."
+            ) from None
     if X.ndim != 3:
         raise ValueError(
             f"X must be a 3-D array (n_samples, n_timesteps, n_features); got "
@@ -362,8 +370,9 @@ def loss_and_grad(
             flat, X, lengths, sort_by_length(lengths), y, sample_weight,
             1.0 / weight_sum, grad, truncate, effective_n_threads(n_threads),
         )
-    if not np.isfinite(loss):
+    if not (np.isfinite(loss) and np.all(np.isfinite(grad))):
         raise ValueError(
-            "The loss is not finite; the weights are too large for this input."
+            "The loss or its gradient is not finite; the weights are too large "
+            "for this input."
         )
     return float(loss), {name: view.copy() for name, view in net.unpack(grad).items()}

@@ -17,6 +17,7 @@ Accepted forms:
 import numbers
 
 import numpy as np
+from scipy import sparse
 from sklearn.utils.validation import check_array
 
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -27,13 +28,34 @@ _FORMS = (
     "(n_timesteps_i, n_features) arrays."
 )
 
+_SPARSE = (
+    "Sparse data was passed for {name}, but dense data is required: sequences "
+    "are read step by step. Use .toarray() to convert it to a dense array."
+)
+
+
+def _reject_complex(X, name):
+    # check_array would reject it too, but prints the whole array in the message.
+    dtype = getattr(X, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {dtype}. Pass real "
+            "numbers (e.g. the real and imaginary parts as two features)."
+        )
+
 
 def _check_one_sequence(seq, index, dtype, ensure_all_finite):
+    if sparse.issparse(seq):
+        raise TypeError(_SPARSE.format(name=f"X[{index}]"))
+    if not hasattr(seq, "dtype"):
+        seq = np.asarray(seq)
+    _reject_complex(seq, f"X[{index}]")
     seq = check_array(
         seq,
         dtype=dtype,
         ensure_all_finite=ensure_all_finite,
         ensure_2d=False,
+        allow_nd=True,
         ensure_min_samples=0,
         input_name=f"X[{index}]",
     )
@@ -93,6 +115,10 @@ def check_sequences(
             "Found 0 sequences in X (an empty list), while a minimum of 1 is "
             f"required. {_FORMS}"
         )
+    if sparse.issparse(X):
+        raise TypeError(_SPARSE.format(name="X"))
+    if isinstance(X, (list, tuple)) and any(sparse.issparse(seq) for seq in X):
+        raise TypeError(_SPARSE.format(name="a sequence in X"))
     if _is_ragged_list(X):
         seqs = [
             _check_one_sequence(seq, i, dtype, ensure_all_finite) for i, seq in enumerate(X)
@@ -111,9 +137,10 @@ def check_sequences(
             X_padded[i, : len(seq)] = seq
     else:
         # Not np.ndim(X): array-likes that only implement __array__ refuse it.
-        ndim = getattr(X, "ndim", None)
-        if not isinstance(ndim, numbers.Integral):
-            ndim = np.asarray(X).ndim
+        if not isinstance(getattr(X, "ndim", None), numbers.Integral):
+            X = np.asarray(X)
+        ndim = X.ndim
+        _reject_complex(X, "X")
         if ndim not in (2, 3):
             hint = (
                 " (one univariate sequence x is x.reshape(1, -1))" if ndim == 1 else ""
@@ -123,7 +150,8 @@ def check_sequences(
                 f"Reshape your data{hint}. {_FORMS}"
             )
         X_padded = check_array(
-            X, dtype=dtype, allow_nd=True, order="C", ensure_all_finite=ensure_all_finite
+            X, dtype=dtype, allow_nd=True, order="C", ensure_all_finite=ensure_all_finite,
+            input_name="X",
         )
         if X_padded.ndim == 2:
             X_padded = X_padded[:, :, np.newaxis]
