@@ -46,7 +46,7 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [RNNClassifier(**PARAMS)],
+    [RNNClassifier(cell=cell, **PARAMS) for cell in ("rnn", "lstm", "gru")],
     expected_failed_checks=_expected_failed_checks,
     xfail_strict=True,
 )
