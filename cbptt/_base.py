@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from cbptt._functional import (
     _TRUNCATE_BIDIRECTIONAL,
     CELLS,
+    N_GATES,
     NONLINEARITIES,
     Network,
     check_nonlinearity,
@@ -51,7 +52,7 @@ def init_weights(network, rng, dtype):
     ``bias_ih`` block, which is 1 so that the cell remembers by default.
     """
     flat = np.zeros(network.n_params, dtype=dtype)
-    n_gates = {"rnn": 1, "lstm": 4, "gru": 3}[network.cell]
+    n_gates = N_GATES[network.cell]
     for name, view in network.unpack(flat).items():
         if name.startswith("weight_hh"):
             H = view.shape[1]
@@ -119,7 +120,7 @@ class BaseRNN(BaseEstimator):
 
     def __init__(
         self,
-        cell="rnn",
+        cell="gru",
         hidden_layer_sizes=(64,),
         nonlinearity="tanh",
         bidirectional=False,

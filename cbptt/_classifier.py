@@ -30,10 +30,12 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
 
     Parameters
     ----------
-    cell : {"rnn", "lstm", "gru"}, default="rnn"
-        Recurrent cell, with PyTorch's equations and gate order: the Elman
-        RNN ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, the LSTM
-        (gates i, f, g, o) or the GRU (gates r, z, n). ``h_0 = c_0 = 0``.
+    cell : {"gru", "lstm", "rnn"}, default="gru"
+        Recurrent cell, with PyTorch's equations and gate order: the GRU
+        (gates r, z, n), the LSTM (gates i, f, g, o) or the Elman RNN
+        ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``; ``h_0 = c_0 = 0``.
+        The GRU is the default because it was the most accurate for its
+        cost on the tasks of ``benchmarks/cell_study.py`` (see the docs).
     hidden_layer_sizes : int or tuple of int, default=(64,)
         Hidden units of each stacked recurrent layer; layer k + 1 reads
         layer k's whole output sequence.

@@ -7,6 +7,7 @@ training time show that the install works and how fast it is.
 
 import time
 
+import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -17,15 +18,16 @@ from cbptt._parallel import effective_n_threads
 
 def main():
     X, y = load_digits(return_X_y=True)
-    X = X.reshape(-1, 8, 8) / 16.0  # (n_samples, n_timesteps=8 rows, n_features=8)
+    # (n_samples, n_timesteps=8 rows, n_features=8); float32 data train in float32.
+    X = (X.reshape(-1, 8, 8) / 16.0).astype(np.float32)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=0
     )
     clf = RNNClassifier(random_state=0)
     print(
-        f"cbptt {cbptt.__version__}: training {clf.cell!r} RNN with "
-        f"{clf.hidden_layer_sizes} hidden units on {len(X_train)} digits "
-        f"(8 steps x 8 features), {effective_n_threads()} thread(s)..."
+        f"cbptt {cbptt.__version__}: training a {clf.cell.upper()} network "
+        f"({clf.hidden_layer_sizes[0]} hidden units) on {len(X_train)} digits, "
+        f"each 8 steps x 8 features, with {effective_n_threads()} thread(s)..."
     )
     start = time.perf_counter()
     clf.fit(X_train, y_train)
