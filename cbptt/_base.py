@@ -223,36 +223,39 @@ class BaseRNN(BaseEstimator):
         )
 
     # -- training ----------------------------------------------------------
-    def _fit(self, X, lengths, y, sample_weight, n_classes, incremental):
-        """Train on padded X with integer targets y in [0, n_classes)."""
-        rng = check_random_state(self.random_state)
-        network = self._network(X.shape[2], n_classes)
-        if (self.warm_start or incremental) and self._is_fitted_for(network):
-            params = network.pack(self.weights_, X.dtype)
-            first_fit = False
-        else:
-            params = init_weights(network, rng, X.dtype)
-            first_fit = True
-        if first_fit or not incremental or not hasattr(self, "_optimizer"):
-            optimizer = make_optimizer(self, network.n_params, X.dtype)
-        else:
-            optimizer = self._optimizer
-        if first_fit or not (self.warm_start or incremental):
-            state = {
+    def _start(self, network, rng, dtype, incremental):
+        """Parameters, optimizer and history to continue from (or fresh ones)."""
+        resume = (self.warm_start or incremental) and self._is_fitted_for(network)
+        if not resume:
+            params = init_weights(network, rng, dtype)
+            optimizer = make_optimizer(self, network.n_params, dtype)
+            history = {
                 "loss_curve_": [], "n_iter_": 0, "t_": 0, "best_loss_": np.inf,
                 "validation_scores_": [] if self.early_stopping else None,
                 "best_validation_score_": -np.inf if self.early_stopping else None,
             }
+            return params, optimizer, history
+        params = network.pack(self.weights_, dtype)
+        # As MLPClassifier: partial_fit keeps the optimizer's state, a warm
+        # started fit begins a new one.
+        if incremental and hasattr(self, "_optimizer"):
+            optimizer = self._optimizer
         else:
-            state = {
-                "loss_curve_": list(self.loss_curve_), "n_iter_": self.n_iter_,
-                "t_": self.t_, "best_loss_": self.best_loss_,
-                "validation_scores_": self.validation_scores_,
-                "best_validation_score_": self.best_validation_score_,
-            }
-            if state["best_loss_"] is None:
-                state["best_loss_"] = np.inf
+            optimizer = make_optimizer(self, network.n_params, dtype)
+        history = {
+            "loss_curve_": list(self.loss_curve_), "n_iter_": self.n_iter_,
+            "t_": self.t_,
+            "best_loss_": np.inf if self.best_loss_ is None else self.best_loss_,
+            "validation_scores_": self.validation_scores_,
+            "best_validation_score_": self.best_validation_score_,
+        }
+        return params, optimizer, history
 
+    def _fit(self, X, lengths, y, sample_weight, n_classes, incremental):
+        """Train on padded X with integer targets y in [0, n_classes)."""
+        rng = check_random_state(self.random_state)
+        network = self._network(X.shape[2], n_classes)
+        params, optimizer, history = self._start(network, rng, X.dtype, incremental)
         early_stopping = self.early_stopping and not incremental
         train = np.arange(X.shape[0])
         if early_stopping:
@@ -262,99 +265,47 @@ class BaseRNN(BaseEstimator):
                 "Every training sample left after the early-stopping validation "
                 "split has sample_weight 0; nothing to train on."
             )
-        weight_mask = np.zeros(network.n_params, dtype=bool)
-        for name, view in network.unpack(weight_mask).items():
-            view[...] = name.startswith("weight")
-
         n_threads = effective_n_threads(self.n_threads)
-        truncate = X.shape[1] if self.bptt_truncate is None else self.bptt_truncate
-        batch_size = self._batch_size(len(train))
-        max_iter = 1 if incremental else self.max_iter
-        grad = np.empty_like(params)
+        epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
         best_params = None
         no_improvement = 0
         converged = False
-        if sample_weight is None:
-            sample_weight_c = None
-        else:
-            sample_weight_c = np.ascontiguousarray(sample_weight, dtype=X.dtype)
         with single_threaded_blas():
-            for _ in range(max_iter):
+            for _ in range(1 if incremental else self.max_iter):
                 start_time = time.perf_counter()
-                order = rng.permutation(train) if self.shuffle else train
-                epoch_loss = 0.0
-                epoch_weight = 0.0
-                for start in range(0, len(order), batch_size):
-                    batch = order[start : start + batch_size]
-                    weight_sum = (
-                        len(batch) if sample_weight is None
-                        else float(np.sum(sample_weight[batch]))
-                    )
-                    if weight_sum <= 0:
-                        continue
-                    loss = network.loss_and_grad(
-                        params, X, lengths, sort_by_length(lengths, batch), y,
-                        sample_weight_c, 1.0 / weight_sum, grad, truncate, n_threads,
-                        self.dropout,
-                        int(rng.randint(np.iinfo(np.int32).max)) if self.dropout else 0,
-                    )
-                    if self.alpha:
-                        # Scaled like the data term (by the batch's weight sum), so
-                        # a sample weight of 2 equals a duplicated sample.
-                        weights = params[weight_mask]
-                        with np.errstate(over="ignore"):  # overflow = divergence, below
-                            loss += 0.5 * self.alpha * np.dot(weights, weights) / weight_sum
-                        grad[weight_mask] += (self.alpha / weight_sum) * weights
-                    grad_norm = _global_norm(grad)
-                    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-                        self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
-                    if self.clip_norm is not None and grad_norm > self.clip_norm:
-                        grad *= self.clip_norm / grad_norm
-                    optimizer.step(params, grad)
-                    epoch_loss += loss * weight_sum
-                    epoch_weight += weight_sum
-                if not np.all(np.isfinite(params)):
-                    self._raise_diverged("non-finite", state["n_iter_"] + 1, optimizer)
-                state["n_iter_"] += 1
-                state["t_"] += len(train)
-                epoch_loss /= epoch_weight
-                state["loss_curve_"].append(epoch_loss)
-                optimizer.epoch_ends(state["t_"])
-
-                message = f"Iteration {state['n_iter_']}, loss = {epoch_loss:.8f}"
+                loss = epoch.run(params, optimizer, train, rng, history["n_iter_"] + 1)
+                history["n_iter_"] += 1
+                history["t_"] += len(train)
+                history["loss_curve_"].append(loss)
+                optimizer.epoch_ends(history["t_"])
+                message = f"Iteration {history['n_iter_']}, loss = {loss:.8f}"
                 if early_stopping:
                     score = self._validation_score(network, params, X, lengths, y, val,
                                                    sample_weight, n_threads)
-                    state["validation_scores_"].append(score)
                     message += f", validation score = {score:.6f}"
-                    if score < state["best_validation_score_"] + self.tol:
-                        no_improvement += 1
-                    else:
-                        no_improvement = 0
-                    if score > state["best_validation_score_"]:
-                        state["best_validation_score_"] = score
+                    improved = score >= history["best_validation_score_"] + self.tol
+                    history["validation_scores_"].append(score)
+                    if score > history["best_validation_score_"]:
+                        history["best_validation_score_"] = score
                         best_params = params.copy()
                 else:
-                    if epoch_loss > state["best_loss_"] - self.tol:
-                        no_improvement += 1
-                    else:
-                        no_improvement = 0
-                    state["best_loss_"] = min(state["best_loss_"], epoch_loss)
+                    improved = loss <= history["best_loss_"] - self.tol
+                    history["best_loss_"] = min(history["best_loss_"], loss)
+                no_improvement = 0 if improved else no_improvement + 1
                 if self.verbose:
                     print(f"{message}, {time.perf_counter() - start_time:.3f} s")
-
                 if not incremental and no_improvement > self.n_iter_no_change:
-                    what = ("Validation score" if early_stopping else "Training loss")
+                    what = "Validation score" if early_stopping else "Training loss"
+                    stalled = (f"{what} did not improve more than tol={self.tol} for "
+                               f"{self.n_iter_no_change} consecutive epochs.")
                     if optimizer.reduce_learning_rate():
                         no_improvement = 0
                         if self.verbose:
-                            print(f"{what} did not improve more than tol={self.tol} for "
-                                  f"{self.n_iter_no_change} consecutive epochs. Setting "
-                                  f"learning rate to {optimizer.learning_rate:.6f}")
+                            print(f"{stalled} Setting learning rate to "
+                                  f"{optimizer.learning_rate:.6f}")
                         continue
                     if self.verbose:
-                        print(f"{what} did not improve more than tol={self.tol} for "
-                              f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+                        print(f"{stalled} Stopping.")
                     converged = True
                     break
         network.release()
@@ -365,17 +316,79 @@ class BaseRNN(BaseEstimator):
                 "and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
-        if early_stopping and best_params is not None:
+        if best_params is not None:
             params = best_params
         self.weights_ = {name: view.copy() for name, view in network.unpack(params).items()}
         self._optimizer = optimizer
-        self.loss_ = state["loss_curve_"][-1]
-        for name, value in state.items():
+        self.loss_ = history["loss_curve_"][-1]
+        for name, value in history.items():
             setattr(self, name, value)
         if early_stopping:
             self.best_loss_ = None
         return self
 
-    def _raise_diverged(self, what, epoch, optimizer):
-        raise ValueError(_DIVERGED.format(what=what, epoch=epoch,
-                                          lr=optimizer.learning_rate))
+
+class _Epoch:
+    """One pass over the training samples in minibatches: kernel, L2 penalty,
+    divergence check, clipping and optimizer step for each."""
+
+    def __init__(self, estimator, network, X, lengths, y, sample_weight, n_threads):
+        self.estimator = estimator
+        self.network = network
+        self.X, self.lengths, self.y = X, lengths, y
+        self.sample_weight = sample_weight
+        self.sample_weight_c = (
+            None if sample_weight is None
+            else np.ascontiguousarray(sample_weight, dtype=X.dtype)
+        )
+        self.n_threads = n_threads
+        self.truncate = (
+            X.shape[1] if estimator.bptt_truncate is None else estimator.bptt_truncate
+        )
+        # 1 on weight matrices, 0 on biases: the L2 penalty's support.
+        self.l2_mask = np.zeros(network.n_params, dtype=X.dtype)
+        for name, view in network.unpack(self.l2_mask).items():
+            view[...] = name.startswith("weight")
+        self.grad = np.empty(network.n_params, dtype=X.dtype)
+
+    def run(self, params, optimizer, train, rng, epoch_number):
+        """Train one epoch in place; return its weighted mean loss."""
+        est = self.estimator
+        batch_size = est._batch_size(len(train))
+        order = rng.permutation(train) if est.shuffle else train
+        total_loss = total_weight = 0.0
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            weight_sum = (len(batch) if self.sample_weight is None
+                          else float(np.sum(self.sample_weight[batch])))
+            if weight_sum <= 0:
+                continue
+            loss = self.network.loss_and_grad(
+                params, self.X, self.lengths, sort_by_length(self.lengths, batch),
+                self.y, self.sample_weight_c, 1.0 / weight_sum, self.grad,
+                self.truncate, self.n_threads, est.dropout,
+                int(rng.randint(np.iinfo(np.int32).max)) if est.dropout else 0,
+            )
+            if est.alpha:
+                # Scaled like the data term (by the batch's weight sum), so a
+                # sample weight of 2 equals a duplicated sample.
+                penalized = params * self.l2_mask
+                with np.errstate(over="ignore"):  # overflow = divergence, below
+                    loss += 0.5 * est.alpha * np.dot(penalized, penalized) / weight_sum
+                self.grad += (est.alpha / weight_sum) * penalized
+            grad_norm = _global_norm(self.grad)
+            if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+                _raise_diverged(epoch_number, optimizer)
+            if est.clip_norm is not None and grad_norm > est.clip_norm:
+                self.grad *= est.clip_norm / grad_norm
+            optimizer.step(params, self.grad)
+            total_loss += loss * weight_sum
+            total_weight += weight_sum
+        if not np.all(np.isfinite(params)):
+            _raise_diverged(epoch_number, optimizer)
+        return total_loss / total_weight
+
+
+def _raise_diverged(epoch_number, optimizer):
+    raise ValueError(_DIVERGED.format(what="non-finite", epoch=epoch_number,
+                                      lr=optimizer.learning_rate))

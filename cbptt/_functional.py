@@ -208,10 +208,10 @@ def network_from_weights(weights, cell, nonlinearity, n_features):
     hidden_sizes = []
     while f"weight_hh_l{len(hidden_sizes)}" in weights:
         shape = np.shape(weights[f"weight_hh_l{len(hidden_sizes)}"])
-        if len(shape) != 2:
+        if len(shape) != 2 or shape[0] != N_GATES[cell] * shape[1]:
             raise ValueError(
-                f"weights['weight_hh_l{len(hidden_sizes)}'] must be 2-D "
-                f"(gates * H, H); got shape {shape}."
+                f"weights['weight_hh_l{len(hidden_sizes)}'] has shape {shape}; for "
+                f"cell={cell!r} it must be ({N_GATES[cell]} * H, H)."
             )
         hidden_sizes.append(shape[1])
     out_shape = np.shape(weights.get("weight_out"))

@@ -32,8 +32,8 @@ def _no_convergence_warnings():
 
 
 def _clf(**params):
-    return RNNClassifier(**{"hidden_layer_sizes": 4, "max_iter": 2, "random_state": 0,
-                            **params})
+    return RNNClassifier(**{"cell": "rnn", "hidden_layer_sizes": 4, "max_iter": 2,
+                            "random_state": 0, **params})
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +321,29 @@ def test_invalid_parameter_is_named(name, value):
     assert not hasattr(clf, "weights_")
 
 
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (dict(cell="lstm", nonlinearity="relu"),
+         r"nonlinearity='relu' applies to cell='rnn' only; the LSTM cell"),
+        (dict(cell="gru", nonlinearity="relu"),
+         r"nonlinearity='relu' applies to cell='rnn' only; the GRU cell"),
+        (dict(bidirectional=True, bptt_truncate=2),
+         r"bptt_truncate cannot be combined with a bidirectional network"),
+        (dict(hidden_layer_sizes=(4, 0)), r"hidden_layer_sizes"),
+        (dict(hidden_layer_sizes=(4, -2)), r"hidden_layer_sizes"),
+        (dict(hidden_layer_sizes=(2,) * 17), r"hidden_layer_sizes has 17 layers; at most 16"),
+        (dict(dropout=1.0), r"dropout"),
+        (dict(dropout=-0.1), r"dropout"),
+        (dict(bidirectional="yes"), r"bidirectional"),
+    ],
+)
+def test_invalid_architecture(params, words):
+    clf = RNNClassifier(**{"max_iter": 1, **params})
+    _raises_unchanged(ValueError, words, clf.fit, X3, Y)
+    assert not hasattr(clf, "weights_")
+
+
 def test_batch_size_larger_than_the_data_warns():
     with pytest.warns(UserWarning, match="batch_size=100 larger than the number of "
                       "training samples"):
@@ -533,6 +556,35 @@ def test_loss_and_grad_bad_sample_weight(sample_weight, words):
 )
 def test_loss_and_grad_bad_options(kwargs, words):
     _raises_unchanged(ValueError, words, loss_and_grad, _weights(), X3, Y3, **kwargs)
+
+
+def test_loss_and_grad_gated_cell_rejects_relu():
+    _raises_unchanged(ValueError, r"applies to cell='rnn' only", loss_and_grad,
+                      _weights(), X3, Y3, cell="lstm", nonlinearity="relu")
+
+
+def test_loss_and_grad_weights_of_another_cell():
+    # Elman-shaped weights (H rows) given as an LSTM (4 H rows expected).
+    _raises_unchanged(ValueError, r"weights\['weight_hh_l0'\] has shape \(5, 5\); for "
+                      r"cell='lstm' it must be \(4 \* H, H\)", loss_and_grad,
+                      _weights(), X3, Y3, cell="lstm")
+
+
+def test_loss_and_grad_non_square_recurrent_weights():
+    weights = _weights()
+    weights["weight_hh_l0"] = np.zeros((H, H + 1))
+    _raises_unchanged(ValueError, r"weights\['weight_hh_l0'\] has shape", loss_and_grad,
+                      weights, X3, Y3)
+
+
+def test_loss_and_grad_truncation_with_bidirectional_weights():
+    weights = _weights()
+    weights.update({f"{k}_reverse": v for k, v in weights.items() if k.endswith("_l0")})
+    weights["weight_out"] = np.zeros((weights["weight_out"].shape[0],
+                                      2 * weights["weight_out"].shape[1]))
+    loss_and_grad(weights, X3, Y3)  # bidirectional weights are fine on their own
+    _raises_unchanged(ValueError, r"bptt_truncate cannot be combined with a bidirectional",
+                      loss_and_grad, weights, X3, Y3, bptt_truncate=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -30,7 +30,7 @@ WEIGHT_NAMES = (
 )
 
 # Tiny, fast models for everything but the digits test.
-FAST = dict(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+FAST = dict(cell="rnn", hidden_layer_sizes=(8,), max_iter=5, random_state=0)
 
 
 @pytest.fixture(autouse=True)
@@ -260,16 +260,18 @@ def test_integer_input_trains_in_float64():
 
 
 # -- fitted attributes and reporting ---------------------------------------------
-def test_fitted_attributes():
+@pytest.mark.parametrize("cell, n_gates", [("rnn", 1), ("lstm", 4), ("gru", 3)])
+def test_fitted_attributes(cell, n_gates):
     X, y = _easy(n=60, T=5, D=3)
     y = np.arange(60) % 3
-    clf = RNNClassifier(hidden_layer_sizes=7, max_iter=4, random_state=0).fit(X, y)
+    clf = RNNClassifier(cell=cell, hidden_layer_sizes=7, max_iter=4,
+                        random_state=0).fit(X, y)
     assert_array_equal(clf.classes_, [0, 1, 2])
     assert clf.n_features_in_ == 3 and isinstance(clf.n_features_in_, int)
-    H, D, C = 7, 3, 3
+    H, D, C, G = 7, 3, 3, n_gates
     expected = {
-        "weight_ih_l0": (H, D), "weight_hh_l0": (H, H), "bias_ih_l0": (H,),
-        "bias_hh_l0": (H,), "weight_out": (C, H), "bias_out": (C,),
+        "weight_ih_l0": (G * H, D), "weight_hh_l0": (G * H, H), "bias_ih_l0": (G * H,),
+        "bias_hh_l0": (G * H,), "weight_out": (C, H), "bias_out": (C,),
     }
     assert isinstance(clf.weights_, dict)
     assert {k: v.shape for k, v in clf.weights_.items()} == expected
@@ -282,7 +284,7 @@ def test_fitted_attributes():
     assert clf.best_validation_score_ is None
     assert clf.t_ == clf.n_iter_ * len(X)
     # The weights are the model: loss_and_grad on them agrees with predict_proba.
-    loss, _ = loss_and_grad(clf.weights_, X, y)
+    loss, _ = loss_and_grad(clf.weights_, X, y, cell=cell)
     proba = clf.predict_proba(X)
     assert loss == pytest.approx(-np.mean(np.log(proba[np.arange(60), y])), rel=1e-10)
 
