@@ -447,7 +447,7 @@ def test_loss_and_grad_accepts_good_input():
         (lambda w: w.update(bias_out=1.0), ValueError,
          r"weights\['bias_out'\] has shape \(\); expected \(3,\)"),
         (lambda w: w.update(weight_hh_l0=np.zeros(H)), ValueError,
-         r"weights\['weight_hh_l0'\] must be 2-D"),
+         r"weights\['weight_hh_l0'\] has shape \(4,\); for cell='rnn' it must be"),
         (lambda w: w.update(bias_hh_l0=np.array(["a"] * H)), ValueError,
          r"weights\['bias_hh_l0'\] must hold real numbers"),
         (lambda w: w.update(bias_out=np.zeros(C) + 1j), ValueError,
@@ -565,7 +565,7 @@ def test_loss_and_grad_gated_cell_rejects_relu():
 
 def test_loss_and_grad_weights_of_another_cell():
     # Elman-shaped weights (H rows) given as an LSTM (4 H rows expected).
-    _raises_unchanged(ValueError, r"weights\['weight_hh_l0'\] has shape \(5, 5\); for "
+    _raises_unchanged(ValueError, r"weights\['weight_hh_l0'\] has shape \(4, 4\); for "
                       r"cell='lstm' it must be \(4 \* H, H\)", loss_and_grad,
                       _weights(), X3, Y3, cell="lstm")
 
