@@ -21,7 +21,8 @@ cdef inline intp_t n_gates(int cell) noexcept nogil:
 
 
 cdef inline floating sigmoid_(floating x) noexcept nogil:
-    return 0.5 + 0.5 * tanh_(<floating> (0.5 * x))
+    cdef floating half = 0.5
+    return half + half * tanh_(half * x)
 
 
 # --- Elman: h = f(pre + b_ih + b_hh) -----------------------------------------

@@ -47,15 +47,21 @@ cdef inline float tanh_approx(float x) noexcept nogil:
     least squares on the relative error; the largest error over all floats is
     under 6 ulp (tests/test_kernels.py checks it).
     """
+    # Every constant is cast to float: a bare literal is a C double and would
+    # turn the whole evaluation into double precision.
     cdef float z, p, q
-    x = 9.0 if x > 9.0 else (-9.0 if x < -9.0 else x)
+    x = x if x < <float> 9.0 else <float> 9.0
+    x = x if x > <float> -9.0 else <float> -9.0
     z = x * x
-    p = ((((1.3671897391986931e-08 * z + 2.0838324417127296e-05) * z
-           + 0.003509531496092677) * z + 0.13392770290374756) * z + 1.0)
-    q = ((((7.906486416686676e-07 * z + 0.0003308428858872503) * z
-           + 0.025930041447281837) * z + 0.4672608971595764) * z + 1.0)
+    p = ((((<float> 1.3671897391986931e-08 * z + <float> 2.0838324417127296e-05) * z
+           + <float> 0.003509531496092677) * z + <float> 0.13392770290374756) * z
+         + <float> 1.0)
+    q = ((((<float> 7.906486416686676e-07 * z + <float> 0.0003308428858872503) * z
+           + <float> 0.025930041447281837) * z + <float> 0.4672608971595764) * z
+         + <float> 1.0)
     x = x * p / q
-    return 1.0 if x > 1.0 else (-1.0 if x < -1.0 else x)
+    x = x if x < <float> 1.0 else <float> 1.0
+    return x if x > <float> -1.0 else <float> -1.0
 
 
 cdef inline floating tanh_(floating x) noexcept nogil:
