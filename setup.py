@@ -1,7 +1,9 @@
 """Declare cbptt's Cython extensions; all metadata lives in pyproject.toml.
 
 Why this file exists: setuptools needs code to decide, per compiler, how to
-enable OpenMP, and to switch the Cython safety checks on for debug builds.
+enable OpenMP, to switch the Cython safety checks on for debug builds, and to
+record how the extensions were compiled (``cbptt/_build_info.py``, generated
+here and read by ``cbptt.show_config()``).
 
 Environment variables read at build time:
 
@@ -9,20 +11,32 @@ Environment variables read at build time:
     Compile with ``boundscheck``, ``wraparound`` and ``initializedcheck`` on.
 ``CBPTT_NO_OPENMP=1``
     Build without OpenMP (serial kernels), even if the compiler supports it.
+
+The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply as well (the
+macOS wheel build uses them to find libomp). Released wheels are compiled for
+the baseline instruction set of each platform (no ``-march``): see the README,
+"Installing from a wheel", for why that costs the kernels nothing measurable.
 """
 
 import os
+import pprint
+import shlex
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 import warnings
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_network", "_utils"]
+
+BUILD_INFO = "_build_info.py"  # generated into the cbptt package, gitignored
 
 
 def _env_flag(name):
@@ -54,16 +68,49 @@ def _compiler_has_openmp(compiler, compile_args, link_args):
             f.write(source)
         try:
             objects = compiler.compile([path], output_dir=tmp, extra_postargs=compile_args)
+            # Executables are linked by the bare compiler, without LDFLAGS;
+            # pass them, or a libomp found through LDFLAGS (the macOS wheel
+            # build) would not count and the build would silently be serial.
             compiler.link_executable(
-                objects, os.path.join(tmp, "check_openmp"), extra_postargs=link_args
+                objects,
+                os.path.join(tmp, "check_openmp"),
+                extra_preargs=shlex.split(os.environ.get("LDFLAGS", "")),
+                extra_postargs=link_args,
             )
         except Exception:
             return False
     return True
 
 
+def _compiler_description(compiler):
+    """(name and version, compile command, link command) of ``compiler``."""
+    if compiler.compiler_type == "msvc":
+        if not getattr(compiler, "initialized", True):
+            try:
+                compiler.initialize()
+            except Exception:
+                pass
+        # The path names the toolset, e.g. .../MSVC/14.38.33130/bin/Hostx64/x64/cl.exe
+        cc = getattr(compiler, "cc", "cl.exe")
+        return (
+            f"MSVC {cc}",
+            " ".join([cc] + list(getattr(compiler, "compile_options", []))),
+            " ".join(["link.exe"] + list(getattr(compiler, "ldflags_shared", []))),
+        )
+    compile_cmd, link_cmd = list(compiler.compiler_so), list(compiler.linker_so)
+    try:
+        out = subprocess.run(
+            [compile_cmd[0], "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+        version = out.splitlines()[0].strip() if out.strip() else compile_cmd[0]
+    except (OSError, subprocess.SubprocessError):
+        version = compile_cmd[0]
+    return version, " ".join(compile_cmd), " ".join(link_cmd)
+
+
 class BuildExt(build_ext):
-    """Add OpenMP and optimisation flags that depend on the compiler."""
+    """Add OpenMP and optimisation flags that depend on the compiler, and
+    record them in ``cbptt/_build_info.py``."""
 
     def build_extensions(self):
         compile_args, link_args = _openmp_flags(self.compiler)
@@ -84,11 +131,56 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             opt_args = ["/O2"]
         else:
-            opt_args = ["-O3"]
+            # -fno-trapping-math lets GCC turn the branch-free clamps of the
+            # elementwise passes into vector selects (the loops vectorize);
+            # unlike -ffast-math it keeps NaN, infinity and isfinite exact.
+            opt_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
         for ext in self.extensions:
             ext.extra_compile_args = opt_args + compile_args
             ext.extra_link_args = link_args
+        self._write_build_info(
+            opt_args + compile_args, link_args, use_openmp, None if use_openmp else reason
+        )
         super().build_extensions()
+
+    def _write_build_info(self, compile_args, link_args, use_openmp, serial_reason):
+        compiler, compile_cmd, link_cmd = _compiler_description(self.compiler)
+        info = {
+            "compiler": compiler,
+            "compiler_type": self.compiler.compiler_type,
+            "compile_command": " ".join([compile_cmd] + compile_args),
+            "link_command": " ".join([link_cmd] + link_args),
+            "openmp": use_openmp,
+            "serial_reason": serial_reason,
+            "debug": _env_flag("CBPTT_DEBUG"),
+            "cython": Cython.__version__,
+            "numpy": np.__version__,
+            "platform": sysconfig.get_platform(),
+            "environment": {
+                name: os.environ[name]
+                for name in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "MACOSX_DEPLOYMENT_TARGET")
+                if os.environ.get(name)
+            },
+        }
+        text = (
+            '"""How this copy of cbptt was compiled (written by setup.py; not under '
+            'version control)."""\n\nBUILD_INFO = '
+            + pprint.pformat(info, sort_dicts=False)
+            + "\n"
+        )
+        path = os.path.join(self.build_lib, "cbptt", BUILD_INFO)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        self._build_info_path = path
+
+    def run(self):
+        super().run()
+        # An editable install or `build_ext --inplace` imports cbptt from the
+        # source tree, so the record goes there too (like the compiled modules).
+        if self.inplace and getattr(self, "_build_info_path", None):
+            package_dir = self.get_finalized_command("build_py").get_package_dir("cbptt")
+            self.copy_file(self._build_info_path, os.path.join(package_dir, BUILD_INFO))
 
 
 def _extensions():
@@ -110,10 +202,40 @@ def _extensions():
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("CBPTT_DEBUG_BUILD", "1" if debug else "0"),
             ],
+            depends=[_configuration_stamp(debug)],
         )
         for name in KERNELS
     ]
-    return cythonize(extensions, compiler_directives=directives)
+    # Cython regenerates a .c file only when it is older than its sources, not
+    # when the directives change, so debug and release builds keep their
+    # generated C apart; otherwise one would silently reuse the other's.
+    build_dir = os.path.join("build", "cython", "debug" if debug else "release")
+    return cythonize(extensions, compiler_directives=directives, build_dir=build_dir)
+
+
+def _configuration_stamp(debug):
+    """A file that is touched whenever the build configuration changes.
+
+    setuptools recompiles an extension only when a source or dependency is
+    newer than the compiled module left in build/ by the last build (pip
+    builds in the source tree), so switching CBPTT_DEBUG, CBPTT_NO_OPENMP or
+    the compiler flags would otherwise reinstall the previous build's modules.
+    """
+    config = "".join(
+        f"{name}={os.environ.get(name, '')}\n"
+        for name in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "CBPTT_NO_OPENMP")
+    ) + f"debug={debug}\n"
+    path = os.path.join("build", "cython", "configuration.txt")
+    try:
+        with open(path) as f:
+            unchanged = f.read() == config
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(config)
+    return path
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,31 +1,34 @@
 """Time one training epoch of cbptt against PyTorch and a plain NumPy BPTT.
 
 Why: cbptt exists to train RNNs fast on the CPU, so its speed must be
-measured, not asserted in tests. This script trains the same tanh Elman
-network (one layer, many-to-one, Adam, lr 1e-3) on the same synthetic data
-with three contestants in one process:
+measured, not asserted in tests. This script trains the same network (one
+layer of tanh Elman, LSTM or GRU cells, many-to-one, Adam, lr 1e-3) on the
+same synthetic data with up to three contestants in one process:
 
 * ``cbptt``: ``RNNClassifier.partial_fit`` (one epoch, input validation included);
-* ``torch``: ``torch.nn.RNN`` + ``torch.nn.Linear`` with ``torch.optim.Adam``
-  (skipped when PyTorch is not installed);
-* ``numpy``: ``benchmarks/numpy_rnn.NumpyElman``, vectorized NumPy BPTT.
+* ``torch``: ``torch.nn.RNN/LSTM/GRU`` + ``torch.nn.Linear`` with
+  ``torch.optim.Adam`` (skipped when PyTorch is not installed);
+* ``numpy``: ``benchmarks/numpy_rnn.NumpyElman``, vectorized NumPy BPTT
+  (Elman cell only).
 
 Runs alternate (cbptt, torch, numpy, cbptt, ...) after one untimed warm-up
 epoch each, so that a noisy machine slows all contestants alike. It reports
 the median seconds per epoch, the ratios cbptt/other as the median of the
 per-round ratios, GFLOP/s (GEMM work only) as a share of the sgemm rate
-measured in the same process, and the peak memory of one epoch, measured in
-a fresh subprocess per contestant. It ends with a markdown table for the
-README.
+(NumPy matmul, 2048x2048, timed in the same alternation, so both rates see the
+same machine load), and the peak memory of one epoch, measured in
+a fresh subprocess per contestant (Linux: /proc/self/status, VmHWM). It
+ends with a markdown table for the README.
 
 Run from the repository root::
 
     python benchmarks/bench.py                 # full: reference configs
     python benchmarks/bench.py --quick         # N/8 and 3 repeats, about a minute
-    python benchmarks/bench.py --configs small,medium --threads 2 --repeats 7
+    python benchmarks/bench.py --configs small,medium --cells lstm --threads 2
 """
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -54,14 +57,15 @@ CONFIGS = {
     "medium": dict(N=4096, T=64, D=32, H=128, C=10, B=64),
     "large": dict(N=1024, T=128, D=64, H=512, C=10, B=128),
 }
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 LEARNING_RATE = 1e-3
 _BLAS = ThreadpoolController()
 
 
 # -- contestants: each returns a function that trains one epoch --------------
-def cbptt_epoch(cfg, X, y, threads):
+def cbptt_epoch(cfg, X, y, threads, cell):
     clf = RNNClassifier(
-        hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
+        cell=cell, hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
         learning_rate_init=LEARNING_RATE, alpha=0.0, clip_norm=None, shuffle=True,
         random_state=0, n_threads=threads,
     )
@@ -69,11 +73,12 @@ def cbptt_epoch(cfg, X, y, threads):
     return lambda: clf.partial_fit(X, y, classes=classes)
 
 
-def torch_epoch(cfg, X, y, threads):
+def torch_epoch(cfg, X, y, threads, cell):
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     dtype = getattr(torch, X.dtype.name)
-    rnn = torch.nn.RNN(cfg["D"], cfg["H"], batch_first=True).to(dtype)
+    module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    rnn = module(cfg["D"], cfg["H"], batch_first=True).to(dtype)
     head = torch.nn.Linear(cfg["H"], cfg["C"]).to(dtype)
     optimizer = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=LEARNING_RATE)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -83,13 +88,16 @@ def torch_epoch(cfg, X, y, threads):
     def epoch():
         for batch in torch.randperm(len(X), generator=generator).split(cfg["B"]):
             optimizer.zero_grad()
-            _, h_last = rnn(X_t[batch])
+            _, h_n = rnn(X_t[batch])
+            h_last = h_n[0] if cell == "lstm" else h_n   # LSTM returns (h_n, c_n)
             loss_fn(head(h_last[0]), y_t[batch]).backward()
             optimizer.step()
     return epoch
 
 
-def numpy_epoch(cfg, X, y, threads):
+def numpy_epoch(cfg, X, y, threads, cell):
+    if cell != "rnn":
+        return None  # the NumPy baseline implements the Elman cell only
     model = NumpyElman(cfg["D"], cfg["H"], cfg["C"], dtype=X.dtype, seed=0,
                        learning_rate=LEARNING_RATE)
     rng = np.random.default_rng(0)
@@ -113,10 +121,10 @@ def make_data(cfg, dtype, seed=0):
     return X, y
 
 
-def epoch_flops(cfg):
-    """GEMM FLOPs of one epoch of Elman BPTT; backward counts twice the forward."""
+def epoch_flops(cfg, cell):
+    """GEMM FLOPs of one epoch of BPTT; backward counts twice the forward."""
     N, T, D, H, C = (cfg[k] for k in "NTDHC")
-    return 3 * (2 * N * T * H * (D + H) + 2 * N * H * C)
+    return 3 * (2 * N * T * N_GATES[cell] * H * (D + H) + 2 * N * H * C)
 
 
 def time_alternating(epochs, repeats):
@@ -137,18 +145,19 @@ def paired_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b))
 
 
-def gemm_gflops(dtype, threads, n=2048, repeats=5):
-    """Median matmul rate of NumPy's BLAS with `threads` threads, in GFLOP/s."""
+GEMM_SIZE = 2048
+
+
+def gemm_run(dtype, threads, n=GEMM_SIZE):
+    """One n x n matmul of NumPy's BLAS with `threads` threads: the machine's
+    practical FLOP rate, timed alongside the contestants."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=dtype) for _ in range(2))
-    with _BLAS.limit(limits=threads, user_api="blas"):
-        a @ b
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+
+    def run():
+        with _BLAS.limit(limits=threads, user_api="blas"):
             a @ b
-            times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return run
 
 
 def _status_kib(field):
@@ -156,10 +165,10 @@ def _status_kib(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def measure_memory(name, cfg, dtype, threads):
+def measure_memory(name, cfg, dtype, threads, cell):
     """Peak RSS of one (first) epoch above the RSS before it, in MiB (this process)."""
     X, y = make_data(cfg, dtype)
-    epoch = CONTESTANTS[name](cfg, X, y, threads)
+    epoch = CONTESTANTS[name](cfg, X, y, threads, cell)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
     before = _status_kib("VmRSS")
@@ -167,9 +176,9 @@ def measure_memory(name, cfg, dtype, threads):
     return (_status_kib("VmHWM") - before) / 1024
 
 
-def memory_in_subprocess(name, config, args):
+def memory_in_subprocess(name, config, cell, args):
     command = [sys.executable, __file__, "--measure-memory", name, "--configs", config,
-               "--threads", str(args.threads), "--dtype", args.dtype]
+               "--cells", cell, "--threads", str(args.threads), "--dtype", args.dtype]
     if args.quick:
         command.append("--quick")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -192,7 +201,18 @@ def cpu_model():
         return platform.processor() or platform.machine()
 
 
-def print_header(args, gemm_rate):
+def cbptt_build():
+    """The "debug checks" line of cbptt.show_config(): a debug build is no benchmark."""
+    if not hasattr(cbptt, "show_config"):
+        return "unknown"
+    text = io.StringIO()
+    cbptt.show_config(file=text)
+    lines = [line.split(":", 1)[1].strip() for line in text.getvalue().splitlines()
+             if line.strip().startswith("debug checks:")]
+    return f"debug checks {lines[0] if lines else 'unknown'}"
+
+
+def print_header(args):
     try:
         from cbptt._parallel import effective_n_threads
         cbptt_threads = effective_n_threads(args.threads)
@@ -204,17 +224,16 @@ def print_header(args, gemm_rate):
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"threads: {args.threads} (cbptt OpenMP: {cbptt_threads}, "
           f"torch.set_num_threads, NumPy BLAS via threadpoolctl)")
-    print(f"versions: cbptt {cbptt.__version__}, numpy {np.__version__}, "
+    print(f"versions: cbptt {cbptt.__version__} ({cbptt_build()}), numpy {np.__version__}, "
           f"torch {torch_version}, python {platform.python_version()}")
     for lib in _BLAS.info():
         if lib["internal_api"] == "openblas":
             print(f"OpenBLAS: {Path(lib['filepath']).name} {lib['version']}, "
                   f"kernels {lib['architecture']}")
     print(f"OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
-    print(f"NumPy {args.dtype} matmul 2048^2, {args.threads} threads: "
-          f"{gemm_rate:.1f} GFLOP/s (the '% gemm' reference below)")
-    print(f"{args.repeats} timed epochs per contestant after 1 warm-up, alternating; "
-          "ratios are medians of per-round ratios; memory: peak RSS above the RSS "
+    print(f"{args.repeats} timed epochs per contestant after 1 warm-up, alternating "
+          f"with a {GEMM_SIZE}^2 NumPy matmul ({args.threads} BLAS threads); ratios and "
+          "'% gemm' are medians of per-round ratios; memory: peak RSS above the RSS "
           "before the first epoch, one fresh subprocess per contestant")
 
 
@@ -222,23 +241,29 @@ def fmt(value, spec, missing="-"):
     return missing if value is None else format(value, spec)
 
 
-def run_config(name, cfg, args, gemm_rate):
+def run_config(name, cfg, cell, args):
     X, y = make_data(cfg, args.dtype)
-    epochs = {c: make(cfg, X, y, args.threads) for c, make in CONTESTANTS.items()}
-    times = time_alternating(epochs, args.repeats)
-    memory = ({c: memory_in_subprocess(c, name, args) for c in CONTESTANTS}
+    epochs = {c: make(cfg, X, y, args.threads, cell) for c, make in CONTESTANTS.items()}
+    epochs = {c: epoch for c, epoch in epochs.items() if epoch is not None}
+    times = time_alternating({**epochs, "gemm": gemm_run(args.dtype, args.threads)},
+                             args.repeats)
+    gemm_times = times.pop("gemm")
+    memory = ({c: memory_in_subprocess(c, name, cell, args) for c in epochs}
               if args.memory else {})
-    gflop = epoch_flops(cfg) / 1e9
+    gflop = epoch_flops(cfg, cell) / 1e9
+    gemm_gflop = 2 * GEMM_SIZE**3 / 1e9
     dims = " ".join(f"{k}={v}" for k, v in cfg.items())
-    print(f"\n## {name}: {dims}, {gflop:.2f} GFLOP/epoch")
+    print(f"\n## {name} {cell}: {dims}, {gflop:.2f} GFLOP/epoch; gemm "
+          f"{gemm_gflop / statistics.median(gemm_times):.1f} GFLOP/s, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"  {'':6} {'median s':>9} {'min s':>8} {'max s':>8} {'GFLOP/s':>8} "
           f"{'% gemm':>7} {'peak MiB':>9}")
-    row = {"config": name, "median": {}, "ratio": {}}
+    row = {"config": name, "cell": cell, "median": {}, "share": {}, "ratio": {}}
     for c, ts in times.items():
         median = row["median"][c] = statistics.median(ts)
-        rate = gflop / median
-        print(f"  {c:6} {median:9.3f} {min(ts):8.3f} {max(ts):8.3f} {rate:8.1f} "
-              f"{100 * rate / gemm_rate:6.1f}% {fmt(memory.get(c), '9.1f', '        -')}")
+        share = row["share"][c] = gflop / gemm_gflop * paired_ratio(gemm_times, ts)
+        print(f"  {c:6} {median:9.3f} {min(ts):8.3f} {max(ts):8.3f} {gflop / median:8.1f} "
+              f"{100 * share:6.1f}% {fmt(memory.get(c), '9.1f', '        -')}")
     for other in ("torch", "numpy"):
         if other in times:
             row["ratio"][other] = paired_ratio(times["cbptt"], times[other])
@@ -247,15 +272,16 @@ def run_config(name, cfg, args, gemm_rate):
     return row
 
 
-def print_table(rows, gemm_rate):
-    print("\n| config | cbptt s/epoch | torch s/epoch | numpy s/epoch | cbptt/torch "
+def print_table(rows):
+    print("\n| config | cell | cbptt s/epoch | torch s/epoch | numpy s/epoch | cbptt/torch "
           "| cbptt/numpy | cbptt GFLOP/s (% of sgemm) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         m, q = r["median"], r["ratio"]
-        print(f"| {r['config']} | {m['cbptt']:.3f} | {fmt(m.get('torch'), '.3f')} "
-              f"| {m['numpy']:.3f} | {fmt(q.get('torch'), '.2f')} | {q['numpy']:.2f} "
-              f"| {r['gflops']:.1f} ({100 * r['gflops'] / gemm_rate:.0f}%) |")
+        print(f"| {r['config']} | {r['cell']} | {m['cbptt']:.3f} "
+              f"| {fmt(m.get('torch'), '.3f')} | {fmt(m.get('numpy'), '.3f')} "
+              f"| {fmt(q.get('torch'), '.2f')} | {fmt(q.get('numpy'), '.2f')} "
+              f"| {r['gflops']:.1f} ({100 * r['share']['cbptt']:.0f}%) |")
 
 
 def parse_args():
@@ -264,6 +290,8 @@ def parse_args():
                         help="N/8 samples and 3 repeats unless --repeats is given")
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--cells", default="rnn,lstm,gru",
+                        help="comma-separated subset of rnn,lstm,gru")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed epochs per contestant (default 7, quick 3)")
@@ -276,6 +304,9 @@ def parse_args():
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     args.configs = args.configs.split(",")
+    args.cells = args.cells.split(",")
+    if set(args.cells) - set(N_GATES):
+        parser.error(f"unknown cells {sorted(set(args.cells) - set(N_GATES))}")
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose from {list(CONFIGS)}")
@@ -283,6 +314,7 @@ def parse_args():
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     args = parse_args()
     configs = {name: dict(CONFIGS[name]) for name in args.configs}
     if args.quick:
@@ -290,16 +322,17 @@ def main():
             cfg["N"] //= 8
     if args.measure_memory:
         (cfg,) = configs.values()
-        mib = measure_memory(args.measure_memory, cfg, args.dtype, args.threads)
+        mib = measure_memory(args.measure_memory, cfg, args.dtype, args.threads,
+                             args.cells[0])
         print(json.dumps(mib))
         return
     if torch is None:
         print("PyTorch is not installed: the torch contestant is skipped.")
-    gemm_rate = gemm_gflops(args.dtype, args.threads)
-    print_header(args, gemm_rate)
-    rows = [run_config(name, cfg, args, gemm_rate) for name, cfg in configs.items()]
+    print_header(args)
+    rows = [run_config(name, cfg, cell, args)
+            for name, cfg in configs.items() for cell in args.cells]
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
-    print_table(rows, gemm_rate)
+    print_table(rows)
 
 
 if __name__ == "__main__":

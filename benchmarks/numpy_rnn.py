@@ -57,7 +57,8 @@ class NumpyElman:
     def adam_step(self, grads, beta_1=0.9, beta_2=0.999, eps=1e-8):
         self.t += 1
         # A Python float: a NumPy float64 scalar would upcast every update to float64.
-        step = float(self.learning_rate * np.sqrt(1 - beta_2**self.t) / (1 - beta_1**self.t))
+        step = float(self.learning_rate * np.sqrt(1 - beta_2**self.t)
+                     / (1 - beta_1**self.t))
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             m *= beta_1
             m += (1 - beta_1) * g

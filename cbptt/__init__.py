@@ -5,9 +5,11 @@ minibatch; :class:`RNNClassifier` wraps them as a scikit-learn classifier and
 :func:`loss_and_grad` exposes one forward and backward pass.
 """
 
-from cbptt._classifier import RNNClassifier
-from cbptt._functional import loss_and_grad
-
+# The one place the version is written; pyproject.toml reads it from here.
 __version__ = "0.1.0.dev0"
 
-__all__ = ["RNNClassifier", "loss_and_grad", "__version__"]
+from cbptt._classifier import RNNClassifier
+from cbptt._config import show_config
+from cbptt._functional import loss_and_grad
+
+__all__ = ["RNNClassifier", "loss_and_grad", "show_config", "__version__"]
