@@ -14,7 +14,7 @@ import platform
 import sys
 
 import cbptt
-from cbptt._kernels import _utils
+from cbptt._kernels import WAIT_POLICY, _utils
 
 _ENVIRONMENT = (
     "OMP_NUM_THREADS",
@@ -134,6 +134,7 @@ def _openmp_items(libraries):
     items = [
         ("enabled", "yes"),
         ("max threads", _utils.openmp_max_threads()),
+        ("wait policy", WAIT_POLICY),
     ]
     runtimes = [lib for lib in libraries if lib.get("user_api") == "openmp"]
     # cbptt's runtime is the one its wheel bundled or, for a build from

@@ -147,3 +147,23 @@ def test_openmp_is_required_when_asked():
     if os.environ.get("CBPTT_REQUIRE_OPENMP") != "1":
         pytest.skip("CBPTT_REQUIRE_OPENMP=1 is set only when testing wheels")
     assert openmp_enabled(), "this wheel was built without OpenMP"
+
+
+def test_openmp_waits_passively_unless_the_user_chose(tmp_path):
+    # The runtime is loaded with OMP_WAIT_POLICY=PASSIVE, which must not leak
+    # into the environment of the process; a user's own choice is kept.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, cbptt, cbptt._kernels as k; "
+        "print(k.WAIT_POLICY, os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["PASSIVE", "None"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["ACTIVE", "ACTIVE"]
