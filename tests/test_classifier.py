@@ -74,13 +74,16 @@ def _to_sequences(X):
 
 
 # -- the headline ------------------------------------------------------------
-def test_learns_digits_with_default_parameters(digits):
+@pytest.mark.parametrize("params", [{}, {"cell": "lstm"}], ids=["defaults", "lstm"])
+def test_learns_digits_with_default_parameters(digits, params):
+    # The Elman cell reaches 0.951 here too (docs, "Choosing a cell"): too
+    # close to the bar for a test that must not depend on BLAS rounding.
     X, y = digits
     X = _to_sequences(X)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, random_state=0, stratify=y
     )
-    clf = RNNClassifier(random_state=0).fit(X_train, y_train)
+    clf = RNNClassifier(random_state=0, **params).fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.95
 
 
