@@ -247,3 +247,32 @@ def test_dropout_gradient_matches_finite_differences():
         step[j] = 1e-6
         numeric[j] = (loss_at(params + step, scratch) - loss_at(params - step, scratch)) / 2e-6
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_stale_workspace_never_leaks(cell):
+    # The estimator reuses one workspace for every minibatch; whatever an
+    # earlier call left there (here: NaN everywhere) must not matter.
+    from cbptt._functional import Network, sort_by_length
+
+    weights, X, y, lengths, _ = _problem(11, n=150, T=8, H=[5, 4], cell=cell,
+                                         bidirectional=True)
+    network = Network(cell, "tanh", X.shape[2], [5, 4], 4, bidirectional=True)
+    params = network.pack(weights, np.float64)
+    batch = sort_by_length(lengths)
+    y = y.astype(np.intp)
+
+    def loss_and_grad():
+        grad = np.empty_like(params)
+        loss = network.loss_and_grad(params, X, lengths, batch, y, None, 1 / len(X),
+                                     grad, X.shape[1], 2)
+        return loss, grad
+
+    fresh_loss, fresh_grad = loss_and_grad()
+    for buffer in network._workspace[np.dtype(np.float64)]:
+        buffer.fill(np.nan)
+    loss, grad = loss_and_grad()
+    assert loss == fresh_loss
+    np.testing.assert_array_equal(grad, fresh_grad)
+    ref_loss, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)

@@ -12,12 +12,6 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 ctypedef Py_ssize_t intp_t
 
-# Rows of the minibatch handled by one OpenMP task. Fixed, so that the
-# arithmetic (and therefore every bit of the result) does not depend on the
-# number of threads.
-cdef enum:
-    CHUNK_SIZE = 32
-
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,

@@ -4,7 +4,9 @@
 #
 # Why: this is the hot loop of training. The minibatch arrives as indices into
 # the padded data set, sorted by decreasing length, and is cut into chunks of
-# CHUNK_SIZE rows run in parallel (OpenMP) with single-threaded BLAS. Inside a
+# `chunk_rows` rows run in parallel (OpenMP) with single-threaded BLAS. The
+# caller picks chunk_rows from the minibatch size, never from the thread
+# count, so every bit of the result is the same for any number of threads. Inside a
 # chunk, every buffer of every layer and direction is laid out
 # (row, step, unit) with step 0 holding the zero initial state:
 #
@@ -37,7 +39,7 @@ from cbptt._kernels._cells cimport (
     n_gates, rnn_backward, rnn_forward,
 )
 from cbptt._kernels._common cimport (
-    CHUNK_SIZE, add_bias_rows, column_sums, floating, gather_time_shifted, gemm,
+    add_bias_rows, column_sums, floating, gather_time_shifted, gemm,
     intp_t, softmax_cross_entropy,
 )
 
@@ -168,6 +170,14 @@ cdef void _copy_steps(const floating* src, intp_t src_width, intp_t src_col,
                 memcpy(b, a, n_cols * sizeof(floating))
 
 
+cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
+                            intp_t first, intp_t last) noexcept nogil:
+    """Zero step s of rows [first, last) of a (rows, T1, width) buffer."""
+    cdef intp_t i
+    for i in range(first, last):
+        memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
+
+
 cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
                          const intp_t* lengths, const intp_t* rows, intp_t n_rows,
                          const floating* params, floating* ws) noexcept nogil:
@@ -188,12 +198,16 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
 
     # Input projection for every step at once: gates = inp @ weight_ih^T.
     gemm(False, True, n_rows * T1, GH, D_in, 1, inp, D_in, weight_ih, D_in, 0, gates, GH)
-    memset(hs, 0, n_rows * T1 * H * sizeof(floating))
+    # Only what the time loop does not write is zeroed: the initial state
+    # (step 0) and hs past each sequence's end (the weight-gradient GEMMs read
+    # it, so it must hold zeros, not stale workspace).
+    _zero_rows(hs, H, T1, 0, 0, n_rows)
     if m.cell != RNN:
-        memset(aux, 0, n_rows * T1 * H * sizeof(floating))
+        _zero_rows(aux, H, T1, 0, 0, n_rows)
     for s in range(1, S + 1):
         while lengths[rows[n_active - 1]] < s:
             n_active -= 1
+        _zero_rows(hs, H, T1, s, n_active, n_rows)
         # The recurrent product (h_0 = 0 needs none).
         if m.cell == GRU:
             if s > 1:
@@ -242,9 +256,11 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dh_i
     cdef intp_t i, j, s, at, n_active = 0, first_active = 0
 
-    memset(d_gates, 0, n_rows * T1 * GH * sizeof(floating))
+    # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
+    # step 0, and the rows outside [first_active, n_active) at each step.
+    _zero_rows(d_gates, GH, T1, 0, 0, n_rows)
     if m.cell == GRU:
-        memset(d_gh, 0, n_rows * T1 * GH * sizeof(floating))
+        _zero_rows(d_gh, GH, T1, 0, 0, n_rows)
     for s in range(S, 0, -1):
         # Sequences whose last step is s enter the backward pass here.
         while n_active < n_rows and lengths[rows[n_active]] >= s:
@@ -256,6 +272,11 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         # their window form the range [first_active, n_active).
         while first_active < n_active and lengths[rows[first_active]] > s + m.truncate - 1:
             first_active += 1
+        _zero_rows(d_gates, GH, T1, s, 0, first_active)
+        _zero_rows(d_gates, GH, T1, s, n_active, n_rows)
+        if m.cell == GRU:
+            _zero_rows(d_gh, GH, T1, s, 0, first_active)
+            _zero_rows(d_gh, GH, T1, s, n_active, n_rows)
         for i in range(first_active, n_active):
             at = i * T1 + s
             dh_i = dh + i * H
@@ -411,10 +432,6 @@ cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
     return m
 
 
-def chunk_size():
-    return CHUNK_SIZE
-
-
 def max_layers():
     return MAX_LAYERS
 
@@ -446,6 +463,7 @@ def loss_and_grad(
     intp_t truncate,
     double dropout,
     uint64_t seed,
+    intp_t chunk_rows,
     int n_threads,
 ):
     """Loss of the minibatch ``batch`` and its gradient, written to ``grad_out``.
@@ -454,13 +472,13 @@ def loss_and_grad(
     sum_i w_i CE_i * loss_scale. ``truncate`` is the number of steps
     backpropagated per sequence (>= the longest sequence means full BPTT).
     ``sample_weight`` may be None. ``chunk_grads`` (n_chunks, P) and
-    ``workspace`` (n_chunks, workspace_size(..., CHUNK_SIZE, ...)) are scratch.
+    ``workspace`` (n_chunks, workspace_size(..., chunk_rows, ...)) are scratch.
     Every argument is validated by the caller.
     """
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
                           n_classes, truncate, dropout, seed)
     cdef intp_t n_batch = batch.shape[0], n_params = params.shape[0]
-    cdef intp_t n_chunks = (n_batch + CHUNK_SIZE - 1) // CHUNK_SIZE
+    cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
     cdef intp_t c, j, start
     cdef const floating* weights = NULL
     cdef double[::1] chunk_loss = np.zeros(n_chunks)
@@ -469,10 +487,10 @@ def loss_and_grad(
         weights = &sample_weight[0]
     with nogil:
         for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
-            start = c * CHUNK_SIZE
+            start = c * chunk_rows
             chunk_loss[c] = _loss_and_grad(
                 &m, &X[0, 0, 0], &lengths[0], &batch[start],
-                min(CHUNK_SIZE, n_batch - start), &y[0], weights, loss_scale,
+                min(chunk_rows, n_batch - start), &y[0], weights, loss_scale,
                 &params[0], &chunk_grads[c, 0], &workspace[c, 0])
         # Sum the chunks in a fixed order: bit-identical for any thread count.
         memcpy(&grad_out[0], &chunk_grads[0, 0], n_params * sizeof(floating))
@@ -496,6 +514,7 @@ def forward(
     intp_t[::1] hidden,
     intp_t n_dirs,
     intp_t n_classes,
+    intp_t chunk_rows,
     int n_threads,
 ):
     """Logits of the samples ``batch`` (sorted by decreasing length), written
@@ -503,13 +522,13 @@ def forward(
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
                           n_classes, 1, 0.0, 0)
     cdef intp_t n_batch = batch.shape[0]
-    cdef intp_t n_chunks = (n_batch + CHUNK_SIZE - 1) // CHUNK_SIZE
+    cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
     cdef intp_t c, start, n_rows
     cdef Layout w
     with nogil:
         for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
-            start = c * CHUNK_SIZE
-            n_rows = min(CHUNK_SIZE, n_batch - start)
+            start = c * chunk_rows
+            n_rows = min(chunk_rows, n_batch - start)
             w = _forward(&m, &X[0, 0, 0], &lengths[0], &batch[start], n_rows,
                          &params[0], &workspace[c, 0], False)
             memcpy(&logits_out[start, 0], &workspace[c, w.logits],
