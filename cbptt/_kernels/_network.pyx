@@ -74,7 +74,7 @@ cdef struct Layout:
     intp_t aux[MAX_BLOCKS]
     intp_t d_gates[MAX_BLOCKS]
     intp_t d_gh[MAX_BLOCKS]         # GRU: gradient of the hidden-side pre-activations
-    intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from above
+    intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from the layer above
     intp_t d_inp[MAX_BLOCKS]        # gradient into inp (layers > 0)
     intp_t dh                       # (rows, H_max) running d loss / d h
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
@@ -101,11 +101,13 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m) noexcept nogi
             b = k * m.n_dirs + d
             w.inp[b] = pos; pos += plane * _input_size(m, k)
             w.gates[b] = pos; pos += plane * G * H
-            w.hs[b] = pos; pos += plane * H
+            # The Elman cell writes h over its pre-activation, in place.
+            w.hs[b] = w.gates[b] if m.cell == RNN else pos
+            pos += plane * H if m.cell != RNN else 0
             w.aux[b] = pos; pos += plane * H if m.cell != RNN else 0
             w.d_gates[b] = pos; pos += plane * G * H
             w.d_gh[b] = pos; pos += plane * G * H if m.cell == GRU else 0
-            w.d_out[b] = pos; pos += plane * H
+            w.d_out[b] = pos; pos += plane * H if k + 1 < m.n_layers else 0
             w.d_inp[b] = pos; pos += plane * _input_size(m, k) if k > 0 else 0
     w.dh = pos; pos += n_rows * H_max
     w.dc = pos; pos += n_rows * H_max
@@ -232,9 +234,12 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
 
 cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                           const intp_t* lengths, const intp_t* rows, intp_t n_rows,
-                          const floating* params, floating* grad, floating* ws) noexcept nogil:
-    """Backprop through time in block (k, d): from d_out (the gradient at hs)
-    into the block's weight gradients and, for k > 0, into d_inp."""
+                          const floating* params, floating* grad, floating* ws,
+                          const floating* d_head, intp_t d_head_stride) noexcept nogil:
+    """Backprop through time in block (k, d) into its weight gradients and,
+    for k > 0, into d_inp. The gradient at hs comes from the head (d_head,
+    row i at d_head + i * d_head_stride, for the last layer: it enters at
+    each sequence's last step) or from the layer above (d_out, every step)."""
     cdef intp_t b = k * m.n_dirs + d, T1 = w.n_steps1, S = T1 - 1
     cdef intp_t H = m.hidden[k], G = n_gates(m.cell), GH = G * H
     cdef intp_t D_in = _input_size(m, k)
@@ -264,7 +269,11 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     for s in range(S, 0, -1):
         # Sequences whose last step is s enter the backward pass here.
         while n_active < n_rows and lengths[rows[n_active]] >= s:
-            memset(dh + n_active * H, 0, H * sizeof(floating))
+            if d_head != NULL:
+                memcpy(dh + n_active * H, d_head + n_active * d_head_stride,
+                       H * sizeof(floating))
+            else:
+                memset(dh + n_active * H, 0, H * sizeof(floating))
             memset(dc + n_active * H, 0, H * sizeof(floating))
             n_active += 1
         # Truncated BPTT: a sequence of length L is backpropagated over steps
@@ -280,9 +289,10 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         for i in range(first_active, n_active):
             at = i * T1 + s
             dh_i = dh + i * H
-            # The gradient at h_s: from step s + 1 (in dh) and from above.
-            for j in range(H):
-                dh_i[j] += d_out[at * H + j]
+            if d_head == NULL:
+                # The gradient at h_s: from step s + 1 (in dh) and from above.
+                for j in range(H):
+                    dh_i[j] += d_out[at * H + j]
             if m.cell == RNN:
                 rnn_backward(H, m.relu, dh_i, hs + at * H, d_gates + at * GH)
             elif m.cell == LSTM:
@@ -376,15 +386,10 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
     column_sums(d_logits, n_rows, m.n_classes, grad + m.head + m.n_classes * F)
     gemm(False, False, n_rows, F, m.n_classes, 1, d_logits, m.n_classes,
          params + m.head, F, 0, d_head_in, F)
-    for d in range(m.n_dirs):
-        memset(ws + w.d_out[top + d], 0, n_rows * T1 * H_last * sizeof(floating))
-        for i in range(n_rows):
-            memcpy(ws + w.d_out[top + d] + (i * T1 + lengths[rows[i]]) * H_last,
-                   d_head_in + (i * m.n_dirs + d) * H_last, H_last * sizeof(floating))
-
     for k in range(m.n_layers - 1, -1, -1):
         for d in range(m.n_dirs):
-            _layer_backward(m, &w, k, d, lengths, rows, n_rows, params, grad, ws)
+            _layer_backward(m, &w, k, d, lengths, rows, n_rows, params, grad, ws,
+                            d_head_in + d * H_last if k == m.n_layers - 1 else NULL, F)
         if k == 0:
             break
         # Backprop into layer k - 1's outputs: gather the gradient of layer k's
@@ -399,7 +404,7 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
         if m.dropout > 0:
             _dropout(m, k - 1, ws + w.d_inp[b], D_in, lengths, rows, n_rows, T1)
         for d in range(m.n_dirs):
-            memset(ws + w.d_out[b - m.n_dirs + d], 0, n_rows * T1 * H * sizeof(floating))
+            # Every valid step is written; d_out is read at valid steps only.
             _copy_steps(ws + w.d_inp[b], D_in, d * H, ws + w.d_out[b - m.n_dirs + d], H,
                         0, H, lengths, rows, n_rows, T1, d == 1, False)
     return loss
