@@ -127,6 +127,12 @@ def epoch_flops(cfg, cell):
     return 3 * (2 * N * T * N_GATES[cell] * H * (D + H) + 2 * N * H * C)
 
 
+# Pause before each timed run: the thread pools of the previous contestant
+# (PyTorch's OpenMP, OpenBLAS) spin for a while after their work ends and
+# would take cores from whoever runs next.
+SETTLE_SECONDS = 0.5
+
+
 def time_alternating(epochs, repeats):
     """{name: [seconds of each run]}, one untimed warm-up each, runs interleaved."""
     for epoch in epochs.values():
@@ -134,6 +140,7 @@ def time_alternating(epochs, repeats):
     times = {name: [] for name in epochs}
     for _ in range(repeats):
         for name, epoch in epochs.items():
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             epoch()
             times[name].append(time.perf_counter() - start)
