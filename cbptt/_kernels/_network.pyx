@@ -6,13 +6,14 @@
 # the padded data set, sorted by decreasing length, and is cut into chunks of
 # `chunk_rows` rows run in parallel (OpenMP) with single-threaded BLAS. The
 # caller picks chunk_rows from the minibatch size, never from the thread
-# count, so every bit of the result is the same for any number of threads. Inside a
-# chunk, every buffer of every layer and direction is laid out
+# count, so every bit of the result is the same for any number of threads.
+# Inside a chunk, every buffer of every layer and direction is laid out
 # (row, step, unit) with step 0 holding the zero initial state:
 #
 #   inp     (rows, S + 1, D_in)   the layer's input, zero padded
 #   gates   (rows, S + 1, G H)    pre-activations, then activated gates
-#   hs      (rows, S + 1, H)      hidden states, hs[:, 0] = h_0 = 0
+#   hs      (rows, S + 1, H)      hidden states, hs[:, 0] = h_0 = 0 (the
+#                                 Elman cell's h overwrites its gates)
 #   aux     (rows, S + 1, H)      LSTM: cell states; GRU: W_hn h + b_hn
 #   d_gates (rows, S + 1, G H)    gradient of the pre-activations, zero where unused
 #
@@ -371,8 +372,8 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
                            floating* ws) noexcept nogil:
     """Forward, loss and backward through time for one chunk; grad is overwritten."""
     cdef Layout w = _forward(m, X, lengths, rows, n_rows, params, ws, True)
-    cdef intp_t T1 = w.n_steps1, k, d, b, i, H, D_in
-    cdef intp_t H_last = m.hidden[m.n_layers - 1], top = (m.n_layers - 1) * m.n_dirs
+    cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in
+    cdef intp_t H_last = m.hidden[m.n_layers - 1]
     cdef intp_t F = m.n_dirs * H_last
     cdef floating* d_logits = ws + w.logits
     cdef floating* d_head_in = ws + w.d_head_in
