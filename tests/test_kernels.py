@@ -276,3 +276,12 @@ def test_stale_workspace_never_leaks(cell):
     np.testing.assert_array_equal(grad, fresh_grad)
     ref_loss, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
     assert loss == pytest.approx(ref_loss, rel=1e-12)
+
+
+def test_denormals_flushed_inside_kernels_only():
+    # The kernels flush denormal floats to zero (they slow every operation
+    # down ~100x), and must leave the caller's floating-point mode as it was.
+    weights, X, y, lengths, _ = _problem(12, n=40, T=6)
+    loss_and_grad(weights, X.astype(np.float32), y, lengths=lengths, n_threads=2)
+    tiny = np.array([np.finfo(np.float32).tiny], dtype=np.float32)
+    assert (tiny / np.float32(4))[0] > 0  # still a denormal, not zero

@@ -40,8 +40,8 @@ from cbptt._kernels._cells cimport (
     n_gates, rnn_backward, rnn_forward,
 )
 from cbptt._kernels._common cimport (
-    add_bias_rows, column_sums, floating, gather_time_shifted, gemm,
-    intp_t, softmax_cross_entropy,
+    add_bias_rows, column_sums, floating, flush_denormals, gather_time_shifted, gemm,
+    intp_t, restore_fp_mode, softmax_cross_entropy,
 )
 
 cdef enum:
@@ -486,6 +486,7 @@ def loss_and_grad(
     cdef intp_t n_batch = batch.shape[0], n_params = params.shape[0]
     cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
     cdef intp_t c, j, start
+    cdef unsigned int fp_mode
     cdef const floating* weights = NULL
     cdef double[::1] chunk_loss = np.zeros(n_chunks)
     cdef double loss
@@ -494,10 +495,12 @@ def loss_and_grad(
     with nogil:
         for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = c * chunk_rows
+            fp_mode = flush_denormals()
             chunk_loss[c] = _loss_and_grad(
                 &m, &X[0, 0, 0], &lengths[0], &batch[start],
                 min(chunk_rows, n_batch - start), &y[0], weights, loss_scale,
                 &params[0], &chunk_grads[c, 0], &workspace[c, 0])
+            restore_fp_mode(fp_mode)
         # Sum the chunks in a fixed order: bit-identical for any thread count.
         memcpy(&grad_out[0], &chunk_grads[0, 0], n_params * sizeof(floating))
         loss = chunk_loss[0]
@@ -530,12 +533,15 @@ def forward(
     cdef intp_t n_batch = batch.shape[0]
     cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
     cdef intp_t c, start, n_rows
+    cdef unsigned int fp_mode
     cdef Layout w
     with nogil:
         for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = c * chunk_rows
             n_rows = min(chunk_rows, n_batch - start)
+            fp_mode = flush_denormals()
             w = _forward(&m, &X[0, 0, 0], &lengths[0], &batch[start], n_rows,
                          &params[0], &workspace[c, 0], False)
+            restore_fp_mode(fp_mode)
             memcpy(&logits_out[start, 0], &workspace[c, w.logits],
                    n_rows * n_classes * sizeof(floating))
