@@ -83,11 +83,7 @@ class Network:
 
     def pack(self, weights, dtype):
         """Copy a dict of named weights into a new flat vector, checking it."""
-        if not isinstance(weights, dict):
-            raise TypeError(
-                f"weights must be a dict of arrays named as PyTorch's state_dict; "
-                f"got {type(weights).__name__}."
-            )
+        _check_is_dict(weights)
         expected = dict(self.shapes)
         missing = [name for name in expected if name not in weights]
         unknown = [name for name in weights if name not in expected]
@@ -114,7 +110,8 @@ class Network:
         return flat
 
     def _buffers(self, dtype, n_batch, max_steps):
-        """Scratch memory for a minibatch, grown as needed and then reused."""
+        """``(workspace, chunk_grads, rows per chunk)`` for a minibatch; the
+        scratch memory is grown as needed and then reused."""
         rows = chunk_rows(n_batch)
         n_chunks = -(-n_batch // rows)
         size = _network.workspace_size(
@@ -131,7 +128,7 @@ class Network:
                 np.empty((n_chunks, self.n_params), dtype=dtype),
             )
             self._workspace[key] = buf
-        return buf
+        return buf + (rows,)
 
     def release(self):
         """Free the scratch memory (it is rebuilt on the next call)."""
@@ -144,27 +141,36 @@ class Network:
         ``batch`` indexes X and must be sorted by decreasing length.
         ``seed`` draws the dropout masks of this minibatch.
         """
-        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        workspace, chunk_grads, rows = self._buffers(X.dtype, len(batch),
+                                                     lengths[batch[0]])
         return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
             chunk_grads, workspace, _CELL_CODES[self.cell],
             self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, truncate, dropout, seed, chunk_rows(len(batch)), n_threads,
+            self.n_classes, truncate, dropout, seed, rows, n_threads,
         )
 
     def logits(self, params, X, lengths, n_threads):
         """(n_samples, n_classes) logits of every sequence of X."""
         batch = sort_by_length(lengths)
-        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        workspace, _, rows = self._buffers(X.dtype, len(batch), lengths[batch[0]])
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
         _network.forward(
             X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],
             self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, chunk_rows(len(batch)), n_threads,
+            self.n_classes, rows, n_threads,
         )
         logits = np.empty_like(out)
         logits[batch] = out
         return logits
+
+
+def _check_is_dict(weights):
+    if not isinstance(weights, dict):
+        raise TypeError(
+            "weights must be a dict of arrays named as PyTorch's state_dict; "
+            f"got {type(weights).__name__}."
+        )
 
 
 def chunk_rows(n_batch):
@@ -214,11 +220,7 @@ def check_nonlinearity(cell, nonlinearity):
 def network_from_weights(weights, cell, nonlinearity, n_features):
     """The Network whose parameters ``weights`` names (layers, directions and
     sizes read from the keys and shapes; ``Network.pack`` checks the rest)."""
-    if not isinstance(weights, dict):
-        raise TypeError(
-            "weights must be a dict of arrays named as PyTorch's state_dict; "
-            f"got {type(weights).__name__}."
-        )
+    _check_is_dict(weights)
     hidden_sizes = []
     while f"weight_hh_l{len(hidden_sizes)}" in weights:
         shape = np.shape(weights[f"weight_hh_l{len(hidden_sizes)}"])

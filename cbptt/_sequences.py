@@ -45,8 +45,7 @@ def _reject_complex(X, name):
 
 
 def _check_one_sequence(seq, index, dtype, ensure_all_finite):
-    if sparse.issparse(seq):
-        raise TypeError(_SPARSE.format(name=f"X[{index}]"))
+    # (Sparse sequences were rejected by check_sequences already.)
     if not hasattr(seq, "dtype"):
         seq = np.asarray(seq)
     _reject_complex(seq, f"X[{index}]")
