@@ -36,6 +36,16 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_network", "_utils"]
 
+# Copies of the training kernels (_network.pxi) compiled for wider x86-64
+# instruction sets, with the flags that enable them; cbptt/_kernels/__init__.py
+# imports the widest one the CPU runs. A compiler that rejects the flags
+# (another architecture) or MSVC builds the baseline module only.
+ISA_VARIANTS = {
+    "_network_avx2": ["-mavx2", "-mfma"],
+    "_network_avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq",
+                        "-mavx2", "-mfma"],
+}
+
 BUILD_INFO = "_build_info.py"  # generated into the cbptt package, gitignored
 
 
@@ -57,14 +67,14 @@ def _openmp_flags(compiler):
 _GCC_ALIAS_CHECKS = "--param=vect-max-version-for-alias-checks=100"
 
 
-def _compiler_accepts(compiler, flag):
-    """Whether compiling an empty C file with ``flag`` succeeds."""
+def _compiler_accepts(compiler, *flags):
+    """Whether compiling an empty C file with ``flags`` succeeds."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "check_flag.c")
         with open(path, "w") as f:
             f.write("int cbptt_check_flag;\n")
         try:
-            compiler.compile([path], output_dir=tmp, extra_postargs=[flag])
+            compiler.compile([path], output_dir=tmp, extra_postargs=list(flags))
         except Exception:
             return False
     return True
@@ -156,15 +166,29 @@ class BuildExt(build_ext):
             # for overlap at run time (its default allows 10 checks).
             if _compiler_accepts(self.compiler, _GCC_ALIAS_CHECKS):
                 opt_args.append(_GCC_ALIAS_CHECKS)
+        variants = {
+            name: flags for name, flags in ISA_VARIANTS.items()
+            if self.compiler.compiler_type != "msvc"
+            and _compiler_accepts(self.compiler, *flags)
+        }
+        self.extensions = [
+            ext for ext in self.extensions
+            if ext.name.rsplit(".", 1)[1] not in ISA_VARIANTS
+            or ext.name.rsplit(".", 1)[1] in variants
+        ]
         for ext in self.extensions:
-            ext.extra_compile_args = opt_args + compile_args
+            ext.extra_compile_args = (
+                opt_args + compile_args + variants.get(ext.name.rsplit(".", 1)[1], [])
+            )
             ext.extra_link_args = link_args
         self._write_build_info(
-            opt_args + compile_args, link_args, use_openmp, None if use_openmp else reason
+            opt_args + compile_args, link_args, use_openmp, None if use_openmp else reason,
+            ["baseline"] + [name.rsplit("_", 1)[1] for name in variants],
         )
         super().build_extensions()
 
-    def _write_build_info(self, compile_args, link_args, use_openmp, serial_reason):
+    def _write_build_info(self, compile_args, link_args, use_openmp, serial_reason,
+                          instruction_sets):
         compiler, compile_cmd, link_cmd = _compiler_description(self.compiler)
         info = {
             "compiler": compiler,
@@ -173,6 +197,7 @@ class BuildExt(build_ext):
             "link_command": " ".join([link_cmd] + link_args),
             "openmp": use_openmp,
             "serial_reason": serial_reason,
+            "instruction_sets": instruction_sets,
             "debug": _env_flag("CBPTT_DEBUG"),
             "cython": Cython.__version__,
             "numpy": np.__version__,
@@ -218,14 +243,15 @@ def _extensions():
         Extension(
             f"cbptt._kernels.{name}",
             [f"cbptt/_kernels/{name}.pyx"],
-            include_dirs=[np.get_include()],
+            include_dirs=[np.get_include(), "cbptt/_kernels"],
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("CBPTT_DEBUG_BUILD", "1" if debug else "0"),
             ],
-            depends=[_configuration_stamp(debug)],
+            depends=[_configuration_stamp(debug), "cbptt/_kernels/small_gemm.h",
+                     "cbptt/_kernels/_network.pxi"],
         )
-        for name in KERNELS
+        for name in KERNELS + list(ISA_VARIANTS)
     ]
     # Cython regenerates a .c file only when it is older than its sources, not
     # when the directives change, so debug and release builds keep their

@@ -26,7 +26,7 @@ from cbptt._functional import (
     check_nonlinearity,
     sort_by_length,
 )
-from cbptt._kernels._network import max_layers
+from cbptt._kernels import network as _kernels
 from cbptt._optimizers import make_optimizer
 from cbptt._parallel import effective_n_threads, single_threaded_blas
 
@@ -191,10 +191,10 @@ class BaseRNN(BaseEstimator):
                 "hidden_layer_sizes must be a positive integer or a non-empty "
                 f"sequence of positive integers; got {self.hidden_layer_sizes!r}."
             )
-        if len(sizes) > max_layers():
+        if len(sizes) > _kernels.max_layers():
             raise ValueError(
                 f"hidden_layer_sizes has {len(sizes)} layers; at most "
-                f"{max_layers()} are supported."
+                f"{_kernels.max_layers()} are supported."
             )
         return sizes
 

@@ -9,7 +9,7 @@ both go through it.
 
 import numpy as np
 
-from cbptt._kernels import _network
+from cbptt._kernels import network as _network
 from cbptt._parallel import effective_n_threads, single_threaded_blas
 from cbptt._sequences import (
     check_lengths,

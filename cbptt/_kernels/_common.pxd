@@ -38,6 +38,16 @@ cdef extern from *:
     void restore_fp_mode "cbptt_restore_fp_mode"(unsigned int mode) noexcept nogil
 
 
+# Small row-major float32 products C (+)= A @ B in AVX-512 or AVX2 intrinsics
+# (small_gemm.h); SMALL_SGEMM is 0 in a baseline build, where it does nothing.
+cdef extern from "small_gemm.h":
+    bint SMALL_SGEMM "CBPTT_SMALL_SGEMM"
+    const char* INSTRUCTION_SET "CBPTT_INSTRUCTION_SET"
+    void small_sgemm "cbptt_small_sgemm"(int m, int n, int k, const float* a, int lda,
+                                         const float* b, int ldb, bint accumulate,
+                                         float* c, int ldc) noexcept nogil
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb, floating beta,

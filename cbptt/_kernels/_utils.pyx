@@ -1,8 +1,8 @@
-# What the compiled build can do (OpenMP or not, how many threads), and
-# access for tests to the kernels' elementwise math.
+# What the compiled build and the CPU can do (OpenMP or not, how many threads,
+# which instruction sets), and access for tests to the kernels' elementwise math.
 #
-# Why: the Python layer picks thread counts and show_config() reports the
-# build; both need facts only the C compiler knew.
+# Why: the Python layer picks thread counts and kernels, and show_config()
+# reports them; both need facts only the C compiler and the CPU know.
 
 from cbptt._kernels._common cimport tanh_approx
 
@@ -19,6 +19,35 @@ cdef extern from *:
     bint CBPTT_OPENMP
     bint CBPTT_DEBUG_BUILD
     int omp_get_max_threads() nogil
+
+
+cdef extern from *:
+    """
+    /* The CPU's features as the compiler's runtime reads them (CPUID, and
+       XGETBV for the OS saving the wide registers). */
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    static int cbptt_cpu_runs_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    static int cbptt_cpu_runs_avx512(void) {
+        __builtin_cpu_init();
+        return cbptt_cpu_runs_avx2() && __builtin_cpu_supports("avx512f")
+               && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512dq");
+    }
+    #else
+    static int cbptt_cpu_runs_avx2(void) { return 0; }
+    static int cbptt_cpu_runs_avx512(void) { return 0; }
+    #endif
+    """
+    bint cpu_runs_avx2 "cbptt_cpu_runs_avx2"()
+    bint cpu_runs_avx512 "cbptt_cpu_runs_avx512"()
+
+
+def cpu_instruction_sets():
+    """The instruction sets, of those cbptt has kernels for, this CPU runs."""
+    return ["baseline"] + ["avx2"] * cpu_runs_avx2() + ["avx512"] * cpu_runs_avx512()
 
 
 def debug_build():

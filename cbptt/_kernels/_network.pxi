@@ -1,0 +1,589 @@
+# Forward and backward through time of a many-to-one recurrent network
+# (Elman, LSTM or GRU cells; stacked; uni- or bidirectional) with a softmax
+# cross-entropy head, for one minibatch.
+#
+# Why: this is the hot loop of training. The minibatch arrives as indices into
+# the padded data set, sorted by decreasing length, and is cut into chunks of
+# `chunk_rows` rows run in parallel (OpenMP) with single-threaded BLAS. The
+# caller picks chunk_rows from the minibatch size, never from the thread
+# count, so every bit of the result is the same for any number of threads.
+# Inside a chunk, every buffer of every layer and direction is laid out
+# (row, step, unit) with step 0 holding the zero initial state:
+#
+#   inp     (rows, S + 1, D_in)   the layer's input, zero padded
+#   gates   (rows, S + 1, G H)    pre-activations, then activated gates
+#   hs      (rows, S + 1, H)      hidden states, hs[:, 0] = h_0 = 0 (the
+#                                 Elman cell's h overwrites its gates)
+#   aux     (rows, S + 1, H)      LSTM: cell states; GRU: W_hn h + b_hn
+#   d_gates (rows, S + 1, G H)    gradient of the pre-activations, zero where unused
+#
+# so that the input projection, the weight gradients and the gradient into
+# the layer's input are each ONE GEMM over all steps (the recurrent weight
+# gradient pairs row r + 1 of d_gates with row r of hs), and step s only
+# touches the prefix of rows whose sequences are at least s long: no
+# arithmetic on padding. S is the chunk's longest sequence. A reverse
+# direction reads each sequence reversed within its own length, so it too
+# runs forward over a prefix; its outputs are un-reversed between layers.
+#
+# Parameters are one flat vector in PyTorch's state_dict order; `Model.params`
+# holds where each (layer, direction) block starts, then come weight_out and
+# bias_out.
+
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy, memset
+
+from cbptt._kernels._cells cimport (
+    GRU, LSTM, RNN, gru_backward, gru_forward, lstm_backward, lstm_forward,
+    n_gates, rnn_backward, rnn_forward,
+)
+from cbptt._kernels._common cimport (
+    add_bias_rows, column_sums, floating, flush_denormals, gather_time_shifted, gemm,
+    INSTRUCTION_SET, intp_t, restore_fp_mode, SMALL_SGEMM, small_sgemm,
+    softmax_cross_entropy,
+)
+
+cdef enum:
+    MAX_LAYERS = 16
+    MAX_BLOCKS = 2 * MAX_LAYERS     # (layer, direction) pairs
+    # Up to this hidden size, the float32 per-step recurrent products use
+    # small_gemm.h instead of BLAS (where the module has it): measured faster
+    # at H = 32 and 64, slower at 128.
+    SMALL_H_MAX = 64
+
+# The instruction set these kernels were compiled for: "baseline", "avx2" or
+# "avx512".
+instruction_set = INSTRUCTION_SET.decode()
+
+
+cdef struct Model:
+    int cell
+    bint relu
+    intp_t n_layers
+    intp_t n_dirs
+    intp_t n_features
+    intp_t n_classes
+    intp_t x_stride                 # elements between consecutive samples of X
+    intp_t truncate                 # backward covers each sequence's last `truncate` steps
+    double dropout                  # probability of zeroing a layer's output unit
+    uint64_t seed                   # dropout masks hash (seed, sample, step, unit)
+    intp_t hidden[MAX_LAYERS]
+    intp_t params[MAX_BLOCKS]       # offset of weight_ih of block (layer, direction)
+    intp_t head                     # offset of weight_out
+
+
+cdef struct Layout:
+    # Offsets (in elements) of one chunk's buffers in its workspace; per
+    # block b = layer * n_dirs + direction where indexed.
+    intp_t n_steps1                 # S + 1
+    intp_t inp[MAX_BLOCKS]
+    intp_t gates[MAX_BLOCKS]
+    intp_t hs[MAX_BLOCKS]
+    intp_t aux[MAX_BLOCKS]
+    intp_t d_gates[MAX_BLOCKS]
+    intp_t d_gh[MAX_BLOCKS]         # GRU: gradient of the hidden-side pre-activations
+    intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from the layer above
+    intp_t d_inp[MAX_BLOCKS]        # gradient into inp (layers > 0)
+    intp_t weight_hh_t[MAX_BLOCKS]  # (H, G H) transposed weight_hh, for small_sgemm
+    intp_t dh                       # (rows, H_max) running d loss / d h
+    intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
+    intp_t gh                       # (rows, 3 H_max) W_hh h_prev of one step (GRU)
+    intp_t head_in                  # (rows, n_dirs H_last)
+    intp_t d_head_in
+    intp_t logits                   # (rows, C), overwritten by d loss / d logits
+    intp_t end
+
+
+cdef inline intp_t _input_size(const Model* m, intp_t k) noexcept nogil:
+    return m.n_features if k == 0 else m.n_dirs * m.hidden[k - 1]
+
+
+cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m) noexcept nogil:
+    cdef Layout w
+    cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, pos = 0
+    cdef intp_t plane = n_rows * (n_steps + 1)     # rows x steps
+    w.n_steps1 = n_steps + 1
+    for k in range(m.n_layers):
+        H = m.hidden[k]
+        H_max = H if H > H_max else H_max
+        for d in range(m.n_dirs):
+            b = k * m.n_dirs + d
+            w.inp[b] = pos; pos += plane * _input_size(m, k)
+            w.gates[b] = pos; pos += plane * G * H
+            # The Elman cell writes h over its pre-activation, in place.
+            w.hs[b] = w.gates[b] if m.cell == RNN else pos
+            pos += plane * H if m.cell != RNN else 0
+            w.aux[b] = pos; pos += plane * H if m.cell != RNN else 0
+            w.d_gates[b] = pos; pos += plane * G * H
+            w.d_gh[b] = pos; pos += plane * G * H if m.cell == GRU else 0
+            w.d_out[b] = pos; pos += plane * H if k + 1 < m.n_layers else 0
+            w.d_inp[b] = pos; pos += plane * _input_size(m, k) if k > 0 else 0
+            w.weight_hh_t[b] = pos; pos += G * H * H if _small(H) else 0
+    w.dh = pos; pos += n_rows * H_max
+    w.dc = pos; pos += n_rows * H_max
+    w.gh = pos; pos += n_rows * 3 * H_max
+    w.head_in = pos; pos += n_rows * m.n_dirs * m.hidden[m.n_layers - 1]
+    w.d_head_in = pos; pos += n_rows * m.n_dirs * m.hidden[m.n_layers - 1]
+    w.logits = pos; pos += n_rows * m.n_classes
+    w.end = pos
+    return w
+
+
+cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
+    # splitmix64 finalizer: a well-spread 64-bit hash.
+    x = (x ^ (x >> 30)) * <uint64_t> 0xbf58476d1ce4e5b9
+    x = (x ^ (x >> 27)) * <uint64_t> 0x94d049bb133111eb
+    return x ^ (x >> 31)
+
+
+cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
+                   const intp_t* lengths, const intp_t* rows, intp_t n_rows,
+                   intp_t T1) noexcept nogil:
+    """Multiply layer k's output (forward time order) by its dropout mask.
+
+    The mask of (sample, step, unit) is a hash of the minibatch seed, so it
+    is the same in the forward and the backward pass and for any chunking or
+    thread count: keep with probability 1 - p, scaled by 1 / (1 - p).
+    """
+    cdef intp_t i, s, j
+    cdef uint64_t key
+    cdef floating scale = 1.0 / (1.0 - m.dropout)
+    cdef double u
+    cdef floating* row
+    for i in range(n_rows):
+        for s in range(1, lengths[rows[i]] + 1):
+            row = a + (i * T1 + s) * width
+            key = _mix(m.seed ^ _mix(<uint64_t> (k + 1) ^ _mix(
+                <uint64_t> rows[i] * <uint64_t> 65537 + <uint64_t> s)))
+            for j in range(width):
+                u = (_mix(key + <uint64_t> j) >> 11) * (1.0 / 9007199254740992.0)
+                row[j] = row[j] * scale if u >= m.dropout else 0
+
+
+cdef void _copy_steps(const floating* src, intp_t src_width, intp_t src_col,
+                      floating* dst, intp_t dst_width, intp_t dst_col,
+                      intp_t n_cols, const intp_t* lengths, const intp_t* rows,
+                      intp_t n_rows, intp_t T1, bint reverse, bint accumulate) noexcept nogil:
+    """dst[i, t, dst_col:+n_cols] (+)= src[i, s, src_col:+n_cols] for the valid
+    steps s = 1..L_i, with t = s, or t = L_i + 1 - s when reversing."""
+    cdef intp_t i, s, t, j, L
+    cdef const floating* a
+    cdef floating* b
+    for i in range(n_rows):
+        L = lengths[rows[i]]
+        for s in range(1, L + 1):
+            t = L + 1 - s if reverse else s
+            a = src + (i * T1 + s) * src_width + src_col
+            b = dst + (i * T1 + t) * dst_width + dst_col
+            if accumulate:
+                for j in range(n_cols):
+                    b[j] += a[j]
+            else:
+                memcpy(b, a, n_cols * sizeof(floating))
+
+
+cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
+                            intp_t first, intp_t last) noexcept nogil:
+    """Zero step s of rows [first, last) of a (rows, T1, width) buffer."""
+    cdef intp_t i
+    for i in range(first, last):
+        memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
+
+
+cdef inline bint _small(intp_t H) noexcept nogil:
+    """Whether the float32 per-step products of a layer of H units use small_sgemm."""
+    return SMALL_SGEMM and H <= SMALL_H_MAX
+
+
+cdef inline void _step_product(bint small, intp_t n_rows, intp_t GH,
+                               intp_t H, const floating* h_prev, intp_t ld_h,
+                               const floating* weight_hh, const floating* weight_hh_t,
+                               bint accumulate, floating* out, intp_t ld_out) noexcept nogil:
+    """out (+)= h_prev @ weight_hh^T for one step: the small kernel reads the
+    transposed copy, BLAS the weights themselves."""
+    if floating is float:
+        if small:
+            small_sgemm(n_rows, GH, H, h_prev, ld_h, weight_hh_t, GH, accumulate,
+                        out, ld_out)
+            return
+    gemm(False, True, n_rows, GH, H, 1, h_prev, ld_h, weight_hh, H,
+         1 if accumulate else 0, out, ld_out)
+
+
+cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
+                         const intp_t* lengths, const intp_t* rows, intp_t n_rows,
+                         const floating* params, floating* ws) noexcept nogil:
+    """Run block (k, d) over its input; fills gates, hs and aux."""
+    cdef intp_t b = k * m.n_dirs + d, T1 = w.n_steps1, S = T1 - 1
+    cdef intp_t H = m.hidden[k], G = n_gates(m.cell), GH = G * H
+    cdef intp_t D_in = _input_size(m, k)
+    cdef const floating* weight_ih = params + m.params[b]
+    cdef const floating* weight_hh = weight_ih + GH * D_in
+    cdef const floating* bias_ih = weight_hh + GH * H
+    cdef const floating* bias_hh = bias_ih + GH
+    cdef floating* inp = ws + w.inp[b]
+    cdef floating* gates = ws + w.gates[b]
+    cdef floating* hs = ws + w.hs[b]
+    cdef floating* aux = ws + w.aux[b]
+    cdef floating* gh = ws + w.gh
+    cdef floating* weight_hh_t = ws + w.weight_hh_t[b]
+    cdef bint small = floating is float and _small(H)
+    cdef intp_t i, j, s, n_active = n_rows, at
+
+    # Input projection for every step at once: gates = inp @ weight_ih^T.
+    gemm(False, True, n_rows * T1, GH, D_in, 1, inp, D_in, weight_ih, D_in, 0, gates, GH)
+    # Only what the time loop does not write is zeroed: the initial state
+    # (step 0) and hs past each sequence's end (the weight-gradient GEMMs read
+    # it, so it must hold zeros, not stale workspace).
+    _zero_rows(hs, H, T1, 0, 0, n_rows)
+    if m.cell != RNN:
+        _zero_rows(aux, H, T1, 0, 0, n_rows)
+    if small:
+        for i in range(GH):
+            for j in range(H):
+                weight_hh_t[j * GH + i] = weight_hh[i * H + j]
+    for s in range(1, S + 1):
+        while lengths[rows[n_active - 1]] < s:
+            n_active -= 1
+        _zero_rows(hs, H, T1, s, n_active, n_rows)
+        # The recurrent product (h_0 = 0 needs none).
+        if m.cell == GRU:
+            if s > 1:
+                _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
+                              weight_hh, weight_hh_t, False, gh, GH)
+            else:
+                memset(gh, 0, n_active * GH * sizeof(floating))
+        elif s > 1:
+            _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
+                          weight_hh, weight_hh_t, True, gates + s * GH, T1 * GH)
+        for i in range(n_active):
+            at = i * T1 + s
+            if m.cell == RNN:
+                rnn_forward(H, m.relu, gates + at * GH, bias_ih, bias_hh, hs + at * H)
+            elif m.cell == LSTM:
+                lstm_forward(H, gates + at * GH, bias_ih, bias_hh, aux + (at - 1) * H,
+                             aux + at * H, hs + at * H)
+            else:
+                gru_forward(H, gates + at * GH, gh + i * GH, bias_ih, bias_hh,
+                            hs + (at - 1) * H, aux + at * H, hs + at * H)
+
+
+cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
+                          const intp_t* lengths, const intp_t* rows, intp_t n_rows,
+                          const floating* params, floating* grad, floating* ws,
+                          const floating* d_head, intp_t d_head_stride) noexcept nogil:
+    """Backprop through time in block (k, d) into its weight gradients and,
+    for k > 0, into d_inp. The gradient at hs comes from the head (d_head,
+    row i at d_head + i * d_head_stride, for the last layer: it enters at
+    each sequence's last step) or from the layer above (d_out, every step)."""
+    cdef intp_t b = k * m.n_dirs + d, T1 = w.n_steps1, S = T1 - 1
+    cdef intp_t H = m.hidden[k], G = n_gates(m.cell), GH = G * H
+    cdef intp_t D_in = _input_size(m, k)
+    cdef const floating* weight_ih = params + m.params[b]
+    cdef const floating* weight_hh = weight_ih + GH * D_in
+    cdef floating* grad_weight_ih = grad + m.params[b]
+    cdef floating* grad_weight_hh = grad_weight_ih + GH * D_in
+    cdef floating* grad_bias_ih = grad_weight_hh + GH * H
+    cdef floating* grad_bias_hh = grad_bias_ih + GH
+    cdef floating* inp = ws + w.inp[b]
+    cdef floating* gates = ws + w.gates[b]
+    cdef floating* hs = ws + w.hs[b]
+    cdef floating* aux = ws + w.aux[b]
+    cdef floating* d_gates = ws + w.d_gates[b]
+    cdef floating* d_gh = ws + w.d_gh[b] if m.cell == GRU else d_gates
+    cdef floating* d_out = ws + w.d_out[b]
+    cdef floating* dh = ws + w.dh
+    cdef floating* dc = ws + w.dc
+    cdef floating* dh_i
+    cdef intp_t i, j, s, at, n_active = 0, first_active = 0
+
+    # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
+    # step 0, and the rows outside [first_active, n_active) at each step.
+    _zero_rows(d_gates, GH, T1, 0, 0, n_rows)
+    if m.cell == GRU:
+        _zero_rows(d_gh, GH, T1, 0, 0, n_rows)
+    for s in range(S, 0, -1):
+        # Sequences whose last step is s enter the backward pass here.
+        while n_active < n_rows and lengths[rows[n_active]] >= s:
+            if d_head != NULL:
+                memcpy(dh + n_active * H, d_head + n_active * d_head_stride,
+                       H * sizeof(floating))
+            else:
+                memset(dh + n_active * H, 0, H * sizeof(floating))
+            memset(dc + n_active * H, 0, H * sizeof(floating))
+            n_active += 1
+        # Truncated BPTT: a sequence of length L is backpropagated over steps
+        # L - truncate + 1 .. L only; rows are sorted, so those still inside
+        # their window form the range [first_active, n_active).
+        while first_active < n_active and lengths[rows[first_active]] > s + m.truncate - 1:
+            first_active += 1
+        _zero_rows(d_gates, GH, T1, s, 0, first_active)
+        _zero_rows(d_gates, GH, T1, s, n_active, n_rows)
+        if m.cell == GRU:
+            _zero_rows(d_gh, GH, T1, s, 0, first_active)
+            _zero_rows(d_gh, GH, T1, s, n_active, n_rows)
+        for i in range(first_active, n_active):
+            at = i * T1 + s
+            dh_i = dh + i * H
+            if d_head == NULL:
+                # The gradient at h_s: from step s + 1 (in dh) and from above.
+                for j in range(H):
+                    dh_i[j] += d_out[at * H + j]
+            if m.cell == RNN:
+                rnn_backward(H, m.relu, dh_i, hs + at * H, d_gates + at * GH)
+            elif m.cell == LSTM:
+                lstm_backward(H, dh_i, dc + i * H, gates + at * GH, aux + (at - 1) * H,
+                              aux + at * H, d_gates + at * GH)
+            else:
+                gru_backward(H, dh_i, gates + at * GH, aux + at * H, hs + (at - 1) * H,
+                             d_gates + at * GH, d_gh + at * GH)
+        if s > 1 and first_active < n_active:
+            # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
+            # path dh * z; the other cells have no direct path).
+            if floating is float and _small(H):
+                small_sgemm(n_active - first_active, H, GH,
+                            d_gh + (first_active * T1 + s) * GH, T1 * GH, weight_hh, H,
+                            m.cell == GRU, dh + first_active * H, H)
+            else:
+                gemm(False, False, n_active - first_active, H, GH,
+                     1, d_gh + (first_active * T1 + s) * GH, T1 * GH, weight_hh, H,
+                     1 if m.cell == GRU else 0, dh + first_active * H, H)
+
+    # Weight gradients, one GEMM each over all (row, step) pairs.
+    gemm(True, False, GH, D_in, n_rows * T1, 1, d_gates, GH, inp, D_in, 0, grad_weight_ih, D_in)
+    gemm(True, False, GH, H, n_rows * T1 - 1, 1, d_gh + GH, GH, hs, H, 0, grad_weight_hh, H)
+    column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
+    column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
+    if k > 0:
+        # Backprop into the layer's input: d_inp = d_gates @ W_ih.
+        gemm(False, False, n_rows * T1, D_in, GH, 1, d_gates, GH, weight_ih, D_in,
+             0, ws + w.d_inp[b], D_in)
+
+
+cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
+                     const intp_t* rows, intp_t n_rows, const floating* params,
+                     floating* ws, bint training) noexcept nogil:
+    """Run the chunk through every layer and the head; logits stay in ws."""
+    cdef Layout w = _layout(n_rows, lengths[rows[0]], m)
+    cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in, i
+    cdef intp_t H_last = m.hidden[m.n_layers - 1], top = (m.n_layers - 1) * m.n_dirs
+    cdef floating* head_in = ws + w.head_in
+    gather_time_shifted(X, m.x_stride, m.n_features, lengths, rows, n_rows, T1 - 1,
+                        ws + w.inp[0])
+    for k in range(m.n_layers):
+        b = k * m.n_dirs
+        D_in = _input_size(m, k)
+        if m.n_dirs == 2:
+            memset(ws + w.inp[b + 1], 0, n_rows * T1 * D_in * sizeof(floating))
+            _copy_steps(ws + w.inp[b], D_in, 0, ws + w.inp[b + 1], D_in, 0, D_in,
+                        lengths, rows, n_rows, T1, True, False)
+        for d in range(m.n_dirs):
+            _layer_forward(m, &w, k, d, lengths, rows, n_rows, params, ws)
+        if k + 1 < m.n_layers:
+            # The next layer reads [h_forward, h_reverse] in forward time order.
+            H = m.hidden[k]
+            b = (k + 1) * m.n_dirs
+            memset(ws + w.inp[b], 0, n_rows * T1 * m.n_dirs * H * sizeof(floating))
+            for d in range(m.n_dirs):
+                _copy_steps(ws + w.hs[k * m.n_dirs + d], H, 0, ws + w.inp[b],
+                            m.n_dirs * H, d * H, H, lengths, rows, n_rows, T1,
+                            d == 1, False)
+            if training and m.dropout > 0:
+                _dropout(m, k, ws + w.inp[b], m.n_dirs * H, lengths, rows, n_rows, T1)
+    # The head reads each direction's state after its last step: h_forward at
+    # the sequence's last step, h_reverse after running back to step 1.
+    for i in range(n_rows):
+        for d in range(m.n_dirs):
+            memcpy(head_in + (i * m.n_dirs + d) * H_last,
+                   ws + w.hs[top + d] + (i * T1 + lengths[rows[i]]) * H_last,
+                   H_last * sizeof(floating))
+    gemm(False, True, n_rows, m.n_classes, m.n_dirs * H_last, 1, head_in,
+         m.n_dirs * H_last, params + m.head, m.n_dirs * H_last, 0, ws + w.logits,
+         m.n_classes)
+    add_bias_rows(ws + w.logits, params + m.head + m.n_classes * m.n_dirs * H_last,
+                  n_rows, m.n_classes)
+    return w
+
+
+cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* lengths,
+                           const intp_t* rows, intp_t n_rows, const intp_t* y,
+                           const floating* sample_weight, double loss_scale,
+                           const floating* params, floating* grad,
+                           floating* ws) noexcept nogil:
+    """Forward, loss and backward through time for one chunk; grad is overwritten."""
+    cdef Layout w = _forward(m, X, lengths, rows, n_rows, params, ws, True)
+    cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in
+    cdef intp_t H_last = m.hidden[m.n_layers - 1]
+    cdef intp_t F = m.n_dirs * H_last
+    cdef floating* d_logits = ws + w.logits
+    cdef floating* d_head_in = ws + w.d_head_in
+    cdef double loss = softmax_cross_entropy(d_logits, n_rows, m.n_classes, rows, y,
+                                             sample_weight, loss_scale)
+
+    # Backprop into the head: dW_out = d_logits^T head_in, db_out = column sums,
+    # and into each direction's last state: d_head_in = d_logits @ W_out.
+    gemm(True, False, m.n_classes, F, n_rows, 1, d_logits, m.n_classes,
+         ws + w.head_in, F, 0, grad + m.head, F)
+    column_sums(d_logits, n_rows, m.n_classes, grad + m.head + m.n_classes * F)
+    gemm(False, False, n_rows, F, m.n_classes, 1, d_logits, m.n_classes,
+         params + m.head, F, 0, d_head_in, F)
+    for k in range(m.n_layers - 1, -1, -1):
+        for d in range(m.n_dirs):
+            _layer_backward(m, &w, k, d, lengths, rows, n_rows, params, grad, ws,
+                            d_head_in + d * H_last if k == m.n_layers - 1 else NULL, F)
+        if k == 0:
+            break
+        # Backprop into layer k - 1's outputs: gather the gradient of layer k's
+        # input in forward time order, through the dropout mask, then split it
+        # into the two directions of layer k - 1.
+        b = k * m.n_dirs
+        H = m.hidden[k - 1]
+        D_in = m.n_dirs * H
+        if m.n_dirs == 2:
+            _copy_steps(ws + w.d_inp[b + 1], D_in, 0, ws + w.d_inp[b], D_in, 0, D_in,
+                        lengths, rows, n_rows, T1, True, True)
+        if m.dropout > 0:
+            _dropout(m, k - 1, ws + w.d_inp[b], D_in, lengths, rows, n_rows, T1)
+        for d in range(m.n_dirs):
+            # Every valid step is written; d_out is read at valid steps only.
+            _copy_steps(ws + w.d_inp[b], D_in, d * H, ws + w.d_out[b - m.n_dirs + d], H,
+                        0, H, lengths, rows, n_rows, T1, d == 1, False)
+    return loss
+
+
+cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
+                  intp_t n_timesteps, intp_t n_features, intp_t n_classes,
+                  intp_t truncate, double dropout, uint64_t seed):
+    cdef Model m
+    cdef intp_t k, d, pos = 0, G = n_gates(cell), D_in
+    if hidden.shape[0] > MAX_LAYERS:
+        raise ValueError(f"at most {MAX_LAYERS} layers are supported")
+    m.cell = cell
+    m.relu = relu
+    m.n_layers = hidden.shape[0]
+    m.n_dirs = n_dirs
+    m.n_features = n_features
+    m.n_classes = n_classes
+    m.x_stride = n_timesteps * n_features
+    m.truncate = truncate
+    m.dropout = dropout
+    m.seed = seed
+    for k in range(m.n_layers):
+        m.hidden[k] = hidden[k]
+        D_in = _input_size(&m, k)
+        for d in range(n_dirs):
+            m.params[k * n_dirs + d] = pos
+            pos += G * hidden[k] * (D_in + hidden[k] + 2)
+    m.head = pos
+    return m
+
+
+def max_layers():
+    return MAX_LAYERS
+
+
+def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
+                   intp_t n_classes, intp_t n_rows, intp_t max_steps):
+    """Elements of scratch memory a chunk of n_rows sequences needs."""
+    cdef Model m = _model(cell, False, hidden, n_dirs, max_steps, n_features,
+                          n_classes, 1, 0.0, 0)
+    return _layout(n_rows, max_steps, &m).end
+
+
+def loss_and_grad(
+    const floating[:, :, ::1] X,
+    const intp_t[::1] lengths,
+    const intp_t[::1] batch,
+    const intp_t[::1] y,
+    const floating[::1] sample_weight,
+    double loss_scale,
+    const floating[::1] params,
+    floating[::1] grad_out,
+    floating[:, ::1] chunk_grads,
+    floating[:, ::1] workspace,
+    int cell,
+    bint relu,
+    intp_t[::1] hidden,
+    intp_t n_dirs,
+    intp_t n_classes,
+    intp_t truncate,
+    double dropout,
+    uint64_t seed,
+    intp_t chunk_rows,
+    int n_threads,
+):
+    """Loss of the minibatch ``batch`` and its gradient, written to ``grad_out``.
+
+    ``batch`` holds indices into X sorted by decreasing length. The loss is
+    sum_i w_i CE_i * loss_scale. ``truncate`` is the number of steps
+    backpropagated per sequence (>= the longest sequence means full BPTT).
+    ``sample_weight`` may be None. ``chunk_grads`` (n_chunks, P) and
+    ``workspace`` (n_chunks, workspace_size(..., chunk_rows, ...)) are scratch.
+    Every argument is validated by the caller.
+    """
+    cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
+                          n_classes, truncate, dropout, seed)
+    cdef intp_t n_batch = batch.shape[0], n_params = params.shape[0]
+    cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
+    cdef intp_t c, j, start
+    cdef unsigned int fp_mode
+    cdef const floating* weights = NULL
+    cdef double[::1] chunk_loss = np.zeros(n_chunks)
+    cdef double loss
+    if sample_weight is not None:
+        weights = &sample_weight[0]
+    with nogil:
+        for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
+            start = c * chunk_rows
+            fp_mode = flush_denormals()
+            chunk_loss[c] = _loss_and_grad(
+                &m, &X[0, 0, 0], &lengths[0], &batch[start],
+                min(chunk_rows, n_batch - start), &y[0], weights, loss_scale,
+                &params[0], &chunk_grads[c, 0], &workspace[c, 0])
+            restore_fp_mode(fp_mode)
+        # Sum the chunks in a fixed order: bit-identical for any thread count.
+        memcpy(&grad_out[0], &chunk_grads[0, 0], n_params * sizeof(floating))
+        loss = chunk_loss[0]
+        for c in range(1, n_chunks):
+            loss += chunk_loss[c]
+            for j in range(n_params):
+                grad_out[j] += chunk_grads[c, j]
+    return loss
+
+
+def forward(
+    const floating[:, :, ::1] X,
+    const intp_t[::1] lengths,
+    const intp_t[::1] batch,
+    const floating[::1] params,
+    floating[:, ::1] logits_out,
+    floating[:, ::1] workspace,
+    int cell,
+    bint relu,
+    intp_t[::1] hidden,
+    intp_t n_dirs,
+    intp_t n_classes,
+    intp_t chunk_rows,
+    int n_threads,
+):
+    """Logits of the samples ``batch`` (sorted by decreasing length), written
+    to ``logits_out[k]`` for sample ``batch[k]``."""
+    cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
+                          n_classes, 1, 0.0, 0)
+    cdef intp_t n_batch = batch.shape[0]
+    cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
+    cdef intp_t c, start, n_rows
+    cdef unsigned int fp_mode
+    cdef Layout w
+    with nogil:
+        for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
+            start = c * chunk_rows
+            n_rows = min(chunk_rows, n_batch - start)
+            fp_mode = flush_denormals()
+            w = _forward(&m, &X[0, 0, 0], &lengths[0], &batch[start], n_rows,
+                         &params[0], &workspace[c, 0], False)
+            restore_fp_mode(fp_mode)
+            memcpy(&logits_out[start, 0], &workspace[c, w.logits],
+                   n_rows * n_classes * sizeof(floating))
