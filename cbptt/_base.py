@@ -18,13 +18,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from cbptt._functional import (
+    _CELL_CODES,
     _TRUNCATE_BIDIRECTIONAL,
     CELLS,
     N_GATES,
     NONLINEARITIES,
     Network,
     check_nonlinearity,
-    sort_by_length,
 )
 from cbptt._kernels import network as _kernels
 from cbptt._optimizers import make_optimizer
@@ -66,21 +66,6 @@ def init_weights(network, rng, dtype):
             H = view.shape[0] // 4
             view[H : 2 * H] = 1.0
     return flat
-
-
-def _global_norm(grad):
-    """L2 norm of the flat gradient; inf only when an element is not finite.
-
-    The plain sum of squares overflows for float32 gradients above ~1e19,
-    which clipping can still tame, so that case is rescaled first.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = float(np.sqrt(np.dot(grad, grad)))
-        if np.isfinite(norm) or not np.all(np.isfinite(grad)):
-            return norm
-        scale = float(np.max(np.abs(grad)))
-        scaled = grad / grad.dtype.type(scale)
-        return scale * float(np.sqrt(np.dot(scaled, scaled)))
 
 
 class BaseRNN(BaseEstimator):
@@ -329,15 +314,15 @@ class BaseRNN(BaseEstimator):
 
 
 class _Epoch:
-    """One pass over the training samples in minibatches: kernel, L2 penalty,
-    divergence check, clipping and optimizer step for each."""
+    """One pass over the training samples in minibatches, compiled: kernel,
+    L2 penalty, divergence check, clipping and optimizer step for each
+    (``_network.train_epoch``); Python only draws the order and the seeds."""
 
     def __init__(self, estimator, network, X, lengths, y, sample_weight, n_threads):
         self.estimator = estimator
         self.network = network
         self.X, self.lengths, self.y = X, lengths, y
-        self.sample_weight = sample_weight
-        self.sample_weight_c = (
+        self.sample_weight = (
             None if sample_weight is None
             else np.ascontiguousarray(sample_weight, dtype=X.dtype)
         )
@@ -354,37 +339,28 @@ class _Epoch:
     def run(self, params, optimizer, train, rng, epoch_number):
         """Train one epoch in place; return its weighted mean loss."""
         est = self.estimator
+        net = self.network
         batch_size = est._batch_size(len(train))
         order = rng.permutation(train) if est.shuffle else train
-        total_loss = total_weight = 0.0
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            weight_sum = (len(batch) if self.sample_weight is None
-                          else float(np.sum(self.sample_weight[batch])))
-            if weight_sum <= 0:
-                continue
-            loss = self.network.loss_and_grad(
-                params, self.X, self.lengths, sort_by_length(self.lengths, batch),
-                self.y, self.sample_weight_c, 1.0 / weight_sum, self.grad,
-                self.truncate, self.n_threads, est.dropout,
-                int(rng.randint(np.iinfo(np.int32).max)) if est.dropout else 0,
-            )
-            if est.alpha:
-                # Scaled like the data term (by the batch's weight sum), so a
-                # sample weight of 2 equals a duplicated sample.
-                penalized = params * self.l2_mask
-                with np.errstate(over="ignore"):  # overflow = divergence, below
-                    loss += 0.5 * est.alpha * np.dot(penalized, penalized) / weight_sum
-                self.grad += (est.alpha / weight_sum) * penalized
-            grad_norm = _global_norm(self.grad)
-            if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-                _raise_diverged(epoch_number, optimizer)
-            if est.clip_norm is not None and grad_norm > est.clip_norm:
-                self.grad *= est.clip_norm / grad_norm
-            optimizer.step(params, self.grad)
-            total_loss += loss * weight_sum
-            total_weight += weight_sum
-        if not np.all(np.isfinite(params)):
+        n_batches = -(-len(order) // batch_size)
+        seeds = (rng.randint(np.iinfo(np.int32).max, size=n_batches).astype(np.uint64)
+                 if est.dropout else np.zeros(0, dtype=np.uint64))
+        # Scratch that fits a full minibatch and the last, smaller one.
+        net._buffers(self.X.dtype, len(order) - (n_batches - 1) * batch_size,
+                     self.X.shape[1])
+        workspace, chunk_grads = net._buffers(self.X.dtype, batch_size, self.X.shape[1])
+        total_loss, total_weight, steps, diverged = _kernels.train_epoch(
+            self.X, self.lengths, self.y, self.sample_weight,
+            np.ascontiguousarray(order, dtype=np.intp), batch_size, params, self.grad,
+            chunk_grads, workspace, self.l2_mask, est.alpha,
+            -1.0 if est.clip_norm is None else est.clip_norm, optimizer.code,
+            optimizer.hyperparameters(), optimizer.state_a, optimizer.state_b,
+            optimizer.t, seeds, _CELL_CODES[net.cell], net.nonlinearity == "relu",
+            net.hidden_sizes, net.n_dirs, net.n_classes, self.truncate, est.dropout,
+            self.n_threads,
+        )
+        optimizer.t += steps
+        if diverged >= 0 or not np.all(np.isfinite(params)):
             _raise_diverged(epoch_number, optimizer)
         return total_loss / total_weight
 

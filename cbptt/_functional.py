@@ -110,9 +110,10 @@ class Network:
         return flat
 
     def _buffers(self, dtype, n_batch, max_steps):
-        """``(workspace, chunk_grads, rows per chunk)`` for a minibatch; the
-        scratch memory is grown as needed and then reused."""
-        rows = chunk_rows(n_batch)
+        """``(workspace, chunk_grads)`` for a minibatch of n_batch sequences of
+        up to max_steps steps; the scratch memory is grown as needed and then
+        reused, so it fits every minibatch asked for so far."""
+        rows = _network.chunk_rows(n_batch)
         n_chunks = -(-n_batch // rows)
         size = _network.workspace_size(
             _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs, self.n_features,
@@ -128,7 +129,7 @@ class Network:
                 np.empty((n_chunks, self.n_params), dtype=dtype),
             )
             self._workspace[key] = buf
-        return buf + (rows,)
+        return buf
 
     def release(self):
         """Free the scratch memory (it is rebuilt on the next call)."""
@@ -141,24 +142,23 @@ class Network:
         ``batch`` indexes X and must be sorted by decreasing length.
         ``seed`` draws the dropout masks of this minibatch.
         """
-        workspace, chunk_grads, rows = self._buffers(X.dtype, len(batch),
-                                                     lengths[batch[0]])
+        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]])
         return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
             chunk_grads, workspace, _CELL_CODES[self.cell],
             self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, truncate, dropout, seed, rows, n_threads,
+            self.n_classes, truncate, dropout, seed, n_threads,
         )
 
     def logits(self, params, X, lengths, n_threads):
         """(n_samples, n_classes) logits of every sequence of X."""
         batch = sort_by_length(lengths)
-        workspace, _, rows = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]])
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
         _network.forward(
             X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],
             self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, rows, n_threads,
+            self.n_classes, n_threads,
         )
         logits = np.empty_like(out)
         logits[batch] = out
@@ -171,20 +171,6 @@ def _check_is_dict(weights):
             "weights must be a dict of arrays named as PyTorch's state_dict; "
             f"got {type(weights).__name__}."
         )
-
-
-def chunk_rows(n_batch):
-    """Rows per OpenMP task for a minibatch of n_batch sequences.
-
-    A function of the minibatch size only, never of the thread count, so the
-    arithmetic and every bit of the result are the same for any number of
-    threads. Larger chunks make the per-step GEMMs more efficient (each call
-    re-reads the recurrent weights); two chunks per minibatch at least keep
-    two cores busy: 64 rows from 128 up, 32 below (measured: 7% faster per
-    minibatch at B=128, H=512; a single 64-row chunk at B=64 halves the speed
-    on two cores).
-    """
-    return 64 if n_batch >= 128 else 32
 
 
 def sort_by_length(lengths, indices=None):

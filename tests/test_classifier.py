@@ -510,3 +510,76 @@ def test_inputs_are_not_modified(dtype):
             assert data.dtype == before_X.dtype
         assert_array_equal(y, before_y)
         assert_array_equal(sw, before_sw)
+
+
+def _reference_step(solver, opt, weights, grads, t):
+    """One optimizer step in NumPy, as scikit-learn and PyTorch define it;
+    ``opt`` holds the state (updated in place)."""
+    lr = opt["learning_rate_init"]
+    for name in weights:
+        g = grads[name]
+        if solver == "adam":
+            b1, b2 = opt["beta_1"], opt["beta_2"]
+            opt["m"][name] = b1 * opt["m"][name] + (1 - b1) * g
+            opt["v"][name] = b2 * opt["v"][name] + (1 - b2) * g * g
+            step = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+            weights[name] = weights[name] - step * opt["m"][name] / (
+                np.sqrt(opt["v"][name]) + opt["epsilon"])
+        elif solver == "rmsprop":
+            rho = opt["rho"]
+            opt["v"][name] = rho * opt["v"][name] + (1 - rho) * g * g
+            weights[name] = weights[name] - lr * g / (np.sqrt(opt["v"][name]) + opt["epsilon"])
+        else:
+            mu = opt["momentum"]
+            opt["m"][name] = mu * opt["m"][name] - lr * g
+            if opt["nesterovs_momentum"]:
+                weights[name] = weights[name] + mu * opt["m"][name] - lr * g
+            else:
+                weights[name] = weights[name] + opt["m"][name]
+
+
+@pytest.mark.parametrize("solver, options", [
+    ("adam", dict(beta_1=0.8, beta_2=0.99, epsilon=1e-6)),
+    ("rmsprop", dict(rho=0.8, epsilon=1e-6)),
+    ("sgd", dict(momentum=0.7, nesterovs_momentum=True)),
+    ("sgd", dict(momentum=0.7, nesterovs_momentum=False)),
+])
+@pytest.mark.parametrize("alpha, clip_norm", [(0.0, None), (0.05, 0.1)])
+def test_each_step_matches_a_numpy_optimizer(solver, options, alpha, clip_norm):
+    # Full-batch partial_fit: each call is one step. From the state left by
+    # the first, three more steps must match the solver's textbook update
+    # of the gradient that loss_and_grad reports, plus L2 on the weight
+    # matrices (not the biases), clipped to clip_norm.
+    X, y = _easy(n=24)
+    X = X.astype(np.float64)
+    params = dict(FAST, solver=solver, learning_rate_init=0.05, alpha=alpha,
+                  clip_norm=clip_norm, batch_size=24, shuffle=False, **options)
+    clf = RNNClassifier(**params)
+    clf.partial_fit(X, y, classes=[0, 1])
+    weights = {k: v.copy() for k, v in clf.weights_.items()}
+    names = list(weights)
+    state = clf._optimizer
+    opt = dict(params, m={}, v={})
+    offset = 0
+    for name in names:  # the flat state vectors, in the weights' order
+        size = weights[name].size
+        opt["m" if solver != "rmsprop" else "v"][name] = (
+            state.state_a[offset:offset + size].reshape(weights[name].shape).copy())
+        if solver == "adam":
+            opt["v"][name] = state.state_b[offset:offset + size].reshape(
+                weights[name].shape).copy()
+        offset += size
+    assert offset == state.state_a.size
+    for t in range(2, 5):
+        _, grads = loss_and_grad(weights, X, clf.classes_.searchsorted(y), cell="rnn")
+        for name in names:
+            if name.startswith("weight"):
+                grads[name] = grads[name] + alpha / len(X) * weights[name]
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
+        if clip_norm is not None and norm > clip_norm:
+            grads = {k: g * (clip_norm / norm) for k, g in grads.items()}
+        _reference_step(solver, opt, weights, grads, t)
+        clf.partial_fit(X, y)
+        for name in names:
+            assert_allclose(clf.weights_[name], weights[name], rtol=1e-9, atol=1e-12,
+                            err_msg=f"{name}, step {t}")

@@ -6,7 +6,7 @@
 # formed, how a row-major GEMM maps onto Fortran BLAS) lives here, once.
 
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, tanh
+from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -99,6 +99,13 @@ cdef inline floating tanh_(floating x) noexcept nogil:
         return tanh_approx(x)
     else:
         return tanh(x)
+
+
+cdef inline floating sqrt_(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
 
 
 cdef inline floating exp_(floating x) noexcept nogil:
