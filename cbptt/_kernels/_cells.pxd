@@ -4,11 +4,15 @@
 #
 # Why: a cell differs from another only here. The orchestration (GEMMs over
 # all steps, the time loop, layers, directions, chunks) is shared and lives in
-# _network.pyx; each function below is one fused pass over the H units that
+# _network.pxi; each function below is one fused pass over the H units that
 # reads the GEMM results and writes activations (forward) or the gradients of
 # the pre-activations (backward). Derivatives come from stored outputs.
 
 from cbptt._kernels._common cimport floating, intp_t, tanh_
+
+# Cython writes a bare 1 in `1 - x` as the C double 1.0, which would turn the
+# float32 passes into double arithmetic; each function below uses `one`, a
+# constant of the pass's own type, instead.
 
 cdef enum:
     RNN = 0
@@ -45,12 +49,13 @@ cdef inline void rnn_backward(intp_t H, bint relu, const floating* dh,
                               const floating* h, floating* d_pre) noexcept nogil:
     # Backprop through f, from its output: tanh' = 1 - h^2, relu' = [h > 0].
     cdef intp_t j
+    cdef floating one = 1
     if relu:
         for j in range(H):
             d_pre[j] = dh[j] if h[j] > 0 else 0
     else:
         for j in range(H):
-            d_pre[j] = dh[j] * (1 - h[j] * h[j])
+            d_pre[j] = dh[j] * (one - h[j] * h[j])
 
 
 # --- LSTM: gates (i, f, g, o); c = f c_prev + i g; h = o tanh(c) ------------
@@ -80,6 +85,7 @@ cdef inline void lstm_backward(intp_t H, const floating* dh, floating* dc,
                                const floating* c, floating* d_gates) noexcept nogil:
     """dc carries d loss / d c_s in and d loss / d c_{s-1} out."""
     cdef intp_t j
+    cdef floating one = 1
     cdef floating i, f, g, o, tanh_c, dc_total
     for j in range(H):
         i = gates[j]
@@ -88,12 +94,12 @@ cdef inline void lstm_backward(intp_t H, const floating* dh, floating* dc,
         o = gates[3 * H + j]
         tanh_c = tanh_(c[j])
         # Backprop into c through h = o tanh(c), plus what flowed from c_{s+1}.
-        dc_total = dc[j] + dh[j] * o * (1 - tanh_c * tanh_c)
+        dc_total = dc[j] + dh[j] * o * (one - tanh_c * tanh_c)
         # Backprop into each gate's pre-activation.
-        d_gates[j] = dc_total * g * i * (1 - i)
-        d_gates[H + j] = dc_total * c_prev[j] * f * (1 - f)
-        d_gates[2 * H + j] = dc_total * i * (1 - g * g)
-        d_gates[3 * H + j] = dh[j] * tanh_c * o * (1 - o)
+        d_gates[j] = dc_total * g * i * (one - i)
+        d_gates[H + j] = dc_total * c_prev[j] * f * (one - f)
+        d_gates[2 * H + j] = dc_total * i * (one - g * g)
+        d_gates[3 * H + j] = dh[j] * tanh_c * o * (one - o)
         # Backprop into c_{s-1}.
         dc[j] = dc_total * f
 
@@ -108,6 +114,7 @@ cdef inline void gru_forward(intp_t H, floating* gates, const floating* gh,
     """gates holds W_ih x (3H, no bias) and gh holds W_hh h_prev (3H, no
     bias); gates is overwritten with (r, z, n) and hn_out gets W_hn h + b_hn."""
     cdef intp_t j
+    cdef floating one = 1
     cdef floating r, z, n, hn
     for j in range(H):
         r = sigmoid_(<floating> (gates[j] + b_ih[j] + gh[j] + b_hh[j]))
@@ -118,7 +125,7 @@ cdef inline void gru_forward(intp_t H, floating* gates, const floating* gh,
         gates[H + j] = z
         gates[2 * H + j] = n
         hn_out[j] = hn
-        h[j] = (1 - z) * n + z * h_prev[j]
+        h[j] = (one - z) * n + z * h_prev[j]
 
 
 cdef inline void gru_backward(intp_t H, floating* dh, const floating* gates,
@@ -128,14 +135,15 @@ cdef inline void gru_backward(intp_t H, floating* dh, const floating* gates,
     pre-activations (they differ in the n block); dh is replaced by its
     direct path into h_prev, dh * z (the GEMM with W_hh adds the rest)."""
     cdef intp_t j
+    cdef floating one = 1
     cdef floating r, z, n, dn_pre, dz_pre, dr_pre
     for j in range(H):
         r = gates[j]
         z = gates[H + j]
         n = gates[2 * H + j]
-        dn_pre = dh[j] * (1 - z) * (1 - n * n)
-        dz_pre = dh[j] * (h_prev[j] - n) * z * (1 - z)
-        dr_pre = dn_pre * hn[j] * r * (1 - r)
+        dn_pre = dh[j] * (one - z) * (one - n * n)
+        dz_pre = dh[j] * (h_prev[j] - n) * z * (one - z)
+        dr_pre = dn_pre * hn[j] * r * (one - r)
         d_gi[j] = dr_pre
         d_gi[H + j] = dz_pre
         d_gi[2 * H + j] = dn_pre

@@ -356,7 +356,11 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     gemm(True, False, GH, D_in, n_rows * T1, 1, d_gates, GH, inp, D_in, 0, grad_weight_ih, D_in)
     gemm(True, False, GH, H, n_rows * T1 - 1, 1, d_gh + GH, GH, hs, H, 0, grad_weight_hh, H)
     column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
-    column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
+    if m.cell == GRU:
+        column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
+    else:
+        # Both biases enter the same pre-activation: equal gradients.
+        memcpy(grad_bias_hh, grad_bias_ih, GH * sizeof(floating))
     if k > 0:
         # Backprop into the layer's input: d_inp = d_gates @ W_ih.
         gemm(False, False, n_rows * T1, D_in, GH, 1, d_gates, GH, weight_ih, D_in,
@@ -710,7 +714,7 @@ cdef void _solver_step(int solver, const double* hyper, intp_t t, floating* para
                        intp_t P) noexcept nogil:
     """One optimizer step over the flat parameter vector (see train_epoch)."""
     cdef intp_t j
-    cdef floating lr = hyper[0], a = hyper[1], b, eps, step, v
+    cdef floating lr = hyper[0], a = hyper[1], b, eps, step, v, one = 1
     if solver == SGD:
         # v <- momentum v - lr g; Nesterov looks ahead along the new v.
         for j in range(P):
@@ -723,14 +727,14 @@ cdef void _solver_step(int solver, const double* hyper, intp_t t, floating* para
         eps = hyper[3]
         step = hyper[0] * sqrt(1 - pow(hyper[2], <double> t)) / (1 - pow(hyper[1], <double> t))
         for j in range(P):
-            state_a[j] = a * state_a[j] + (1 - a) * grad[j]
-            state_b[j] = b * state_b[j] + (1 - b) * grad[j] * grad[j]
+            state_a[j] = a * state_a[j] + (one - a) * grad[j]
+            state_b[j] = b * state_b[j] + (one - b) * grad[j] * grad[j]
             params[j] -= step * state_a[j] / (sqrt_(state_b[j]) + eps)
     else:
         # RMSProp: divide by a running RMS of the recent gradients.
         eps = hyper[2]
         for j in range(P):
-            state_a[j] = a * state_a[j] + (1 - a) * grad[j] * grad[j]
+            state_a[j] = a * state_a[j] + (one - a) * grad[j] * grad[j]
             params[j] -= lr * grad[j] / (sqrt_(state_a[j]) + eps)
 
 
