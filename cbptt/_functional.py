@@ -109,27 +109,30 @@ class Network:
             views[name][...] = value
         return flat
 
-    def _buffers(self, dtype, n_batch, max_steps):
-        """``(workspace, chunk_grads)`` for a minibatch of n_batch sequences of
-        up to max_steps steps; the scratch memory is grown as needed and then
-        reused, so it fits every minibatch asked for so far."""
+    def _buffers(self, dtype, n_batch, max_steps, n_threads, training=True):
+        """``(workspace, chunk_grads)`` for minibatches of n_batch sequences
+        of up to max_steps steps: one workspace row per thread, one gradient
+        row per chunk (None without training). The scratch memory is grown
+        as needed and then reused, so it fits everything asked for so far."""
         rows = _network.chunk_rows(n_batch)
-        n_chunks = -(-n_batch // rows)
         size = _network.workspace_size(
             _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs, self.n_features,
-            self.n_classes, min(n_batch, rows), max_steps,
+            self.n_classes, min(n_batch, rows), max_steps, training,
         )
-        key = np.dtype(dtype)
-        buf = self._workspace.get(key)
-        if buf is None or buf[0].shape[0] < n_chunks or buf[0].shape[1] < size:
-            n_chunks = max(n_chunks, 0 if buf is None else buf[0].shape[0])
-            size = max(size, 0 if buf is None else buf[0].shape[1])
-            buf = (
-                np.empty((n_chunks, size), dtype=dtype),
-                np.empty((n_chunks, self.n_params), dtype=dtype),
+        n_chunks = -(-n_batch // rows) if training else 0
+        key = (np.dtype(dtype), training)
+        old = self._workspace.get(key)
+        if (old is None or old[0].shape[0] < n_threads or old[0].shape[1] < size
+                or (training and old[1].shape[0] < n_chunks)):
+            if old is not None:
+                n_threads = max(n_threads, old[0].shape[0])
+                size = max(size, old[0].shape[1])
+                n_chunks = max(n_chunks, 0 if old[1] is None else old[1].shape[0])
+            self._workspace[key] = (
+                np.empty((n_threads, size), dtype=dtype),
+                np.empty((n_chunks, self.n_params), dtype=dtype) if training else None,
             )
-            self._workspace[key] = buf
-        return buf
+        return self._workspace[key]
 
     def release(self):
         """Free the scratch memory (it is rebuilt on the next call)."""
@@ -142,7 +145,8 @@ class Network:
         ``batch`` indexes X and must be sorted by decreasing length.
         ``seed`` draws the dropout masks of this minibatch.
         """
-        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]],
+                                               n_threads)
         return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
             chunk_grads, workspace, _CELL_CODES[self.cell],
@@ -153,7 +157,8 @@ class Network:
     def logits(self, params, X, lengths, n_threads):
         """(n_samples, n_classes) logits of every sequence of X."""
         batch = sort_by_length(lengths)
-        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]])
+        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]], n_threads,
+                                     training=False)
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
         _network.forward(
             X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],

@@ -269,11 +269,16 @@ def test_stale_workspace_never_leaks(cell):
         return loss, grad
 
     fresh_loss, fresh_grad = loss_and_grad()
-    for buffer in network._workspace[np.dtype(np.float64)]:
-        buffer.fill(np.nan)
+    fresh_logits = network.logits(params, X, lengths, 2)
+    assert len(network._workspace) == 2  # training and forward-only scratch
+    for buffers in network._workspace.values():
+        for buffer in buffers:
+            if buffer is not None:
+                buffer.fill(np.nan)
     loss, grad = loss_and_grad()
     assert loss == fresh_loss
     np.testing.assert_array_equal(grad, fresh_grad)
+    np.testing.assert_array_equal(network.logits(params, X, lengths, 2), fresh_logits)
     ref_loss, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
     assert loss == pytest.approx(ref_loss, rel=1e-12)
 

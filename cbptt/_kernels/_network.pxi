@@ -31,7 +31,7 @@
 
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport uint64_t
 from libc.math cimport isfinite, pow, sqrt
 from libc.string cimport memcpy, memset
@@ -101,10 +101,14 @@ cdef inline intp_t _input_size(const Model* m, intp_t k) noexcept nogil:
     return m.n_features if k == 0 else m.n_dirs * m.hidden[k - 1]
 
 
-cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m) noexcept nogil:
+cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
+                    bint training) noexcept nogil:
+    """Where a chunk's buffers lie; without training, only the forward pass's
+    (the gradient buffers get size 0)."""
     cdef Layout w
     cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, pos = 0
     cdef intp_t plane = n_rows * (n_steps + 1)     # rows x steps
+    cdef intp_t grad_plane = plane if training else 0
     w.n_steps1 = n_steps + 1
     for k in range(m.n_layers):
         H = m.hidden[k]
@@ -117,16 +121,16 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m) noexcept nogi
             w.hs[b] = w.gates[b] if m.cell == RNN else pos
             pos += plane * H if m.cell != RNN else 0
             w.aux[b] = pos; pos += plane * H if m.cell != RNN else 0
-            w.d_gates[b] = pos; pos += plane * G * H
-            w.d_gh[b] = pos; pos += plane * G * H if m.cell == GRU else 0
-            w.d_out[b] = pos; pos += plane * H if k + 1 < m.n_layers else 0
-            w.d_inp[b] = pos; pos += plane * _input_size(m, k) if k > 0 else 0
+            w.d_gates[b] = pos; pos += grad_plane * G * H
+            w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
+            w.d_out[b] = pos; pos += grad_plane * H if k + 1 < m.n_layers else 0
+            w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
             w.weight_hh_t[b] = pos; pos += G * H * H if _small(H) else 0
-    w.dh = pos; pos += n_rows * H_max
-    w.dc = pos; pos += n_rows * H_max
+    w.dh = pos; pos += n_rows * H_max if training else 0
+    w.dc = pos; pos += n_rows * H_max if training else 0
     w.gh = pos; pos += n_rows * 3 * H_max
     w.head_in = pos; pos += n_rows * m.n_dirs * m.hidden[m.n_layers - 1]
-    w.d_head_in = pos; pos += n_rows * m.n_dirs * m.hidden[m.n_layers - 1]
+    w.d_head_in = pos; pos += n_rows * m.n_dirs * m.hidden[m.n_layers - 1] if training else 0
     w.logits = pos; pos += n_rows * m.n_classes
     w.end = pos
     return w
@@ -371,7 +375,7 @@ cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
                      const intp_t* rows, intp_t n_rows, const floating* params,
                      floating* ws, bint training) noexcept nogil:
     """Run the chunk through every layer and the head; logits stay in ws."""
-    cdef Layout w = _layout(n_rows, lengths[rows[0]], m)
+    cdef Layout w = _layout(n_rows, lengths[rows[0]], m, training)
     cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in, i
     cdef intp_t H_last = m.hidden[m.n_layers - 1], top = (m.n_layers - 1) * m.n_dirs
     cdef floating* head_in = ws + w.head_in
@@ -490,11 +494,12 @@ def max_layers():
 
 
 def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
-                   intp_t n_classes, intp_t n_rows, intp_t max_steps):
-    """Elements of scratch memory a chunk of n_rows sequences needs."""
+                   intp_t n_classes, intp_t n_rows, intp_t max_steps, bint training):
+    """Elements of scratch memory one thread needs to run chunks of n_rows
+    sequences: forward and backward (training) or forward only."""
     cdef Model m = _model(cell, False, hidden, n_dirs, max_steps, n_features,
                           n_classes, 1, 0.0, 0)
-    return _layout(n_rows, max_steps, &m).end
+    return _layout(n_rows, max_steps, &m, training).end
 
 
 cdef inline intp_t _chunk_rows(intp_t n_batch) noexcept nogil:
@@ -532,7 +537,7 @@ cdef double _minibatch(const Model* m, const floating* X, const intp_t* lengths,
         chunk_loss[c] = _loss_and_grad(
             m, X, lengths, batch + start, min(rows, n_batch - start), y,
             sample_weight, loss_scale, params, chunk_grads + c * n_params,
-            workspace + c * ws_stride)
+            workspace + threadid() * ws_stride)
         restore_fp_mode(fp_mode)
     memcpy(grad_out, chunk_grads, n_params * sizeof(floating))
     loss = chunk_loss[0]
@@ -570,8 +575,9 @@ def loss_and_grad(
     sum_i w_i CE_i * loss_scale. ``truncate`` is the number of steps
     backpropagated per sequence (>= the longest sequence means full BPTT).
     ``sample_weight`` may be None. ``chunk_grads`` (n_chunks, P) and
-    ``workspace`` (n_chunks, workspace_size(..., chunk_rows(len(batch)), ...))
-    are scratch. Every argument is validated by the caller.
+    ``workspace`` (threads, workspace_size(..., chunk_rows(len(batch)), ...,
+    True)) are scratch; at most ``workspace.shape[0]`` threads run. Every
+    argument is validated by the caller.
     """
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
                           n_classes, truncate, dropout, seed)
@@ -580,6 +586,7 @@ def loss_and_grad(
     cdef double loss
     if sample_weight is not None:
         weights = &sample_weight[0]
+    n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         loss = _minibatch(&m, &X[0, 0, 0], &lengths[0], &batch[0], batch.shape[0],
                           &y[0], weights, loss_scale, &params[0], params.shape[0],
@@ -638,7 +645,8 @@ def train_epoch(
     Returns (sum of minibatch loss x weight sum, sum of weight sums, steps
     taken, index of the minibatch whose loss or gradient was not finite, or -1).
     Sequences of X shorter than X.shape[1] are fine; the scratch buffers must
-    fit the largest minibatch (``workspace_size`` and ``chunk_rows``).
+    fit the largest minibatch (``workspace_size`` and ``chunk_rows``); at
+    most ``workspace.shape[0]`` threads run.
     """
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
                           n_classes, truncate, dropout, 0)
@@ -652,6 +660,7 @@ def train_epoch(
     cdef floating p
     if sample_weight is not None:
         weights = &sample_weight[0]
+    n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         start = 0
         while start < n:
@@ -753,7 +762,8 @@ def forward(
     int n_threads,
 ):
     """Logits of the samples ``batch`` (sorted by decreasing length), written
-    to ``logits_out[k]`` for sample ``batch[k]``."""
+    to ``logits_out[k]`` for sample ``batch[k]``. ``workspace`` is (threads,
+    workspace_size(..., False)); at most ``workspace.shape[0]`` threads run."""
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
                           n_classes, 1, 0.0, 0)
     cdef intp_t n_batch = batch.shape[0], chunk_rows = _chunk_rows(n_batch)
@@ -761,13 +771,14 @@ def forward(
     cdef intp_t c, start, n_rows
     cdef unsigned int fp_mode
     cdef Layout w
+    n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = c * chunk_rows
             n_rows = min(chunk_rows, n_batch - start)
             fp_mode = flush_denormals()
             w = _forward(&m, &X[0, 0, 0], &lengths[0], &batch[start], n_rows,
-                         &params[0], &workspace[c, 0], False)
+                         &params[0], &workspace[threadid(), 0], False)
             restore_fp_mode(fp_mode)
-            memcpy(&logits_out[start, 0], &workspace[c, w.logits],
+            memcpy(&logits_out[start, 0], &workspace[threadid(), w.logits],
                    n_rows * n_classes * sizeof(floating))
