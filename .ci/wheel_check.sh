@@ -53,7 +53,7 @@ files = {n[len(top) + 1:] for n in names if "/" in n}
 required = {"pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md"}
 for base, dirs, filenames in os.walk(os.path.join(root, "cbptt", "_kernels")):
     required |= {os.path.relpath(os.path.join(base, f), root)
-                 for f in filenames if f.endswith((".pyx", ".pxd"))}
+                 for f in filenames if f.endswith((".pyx", ".pxd", ".pxi", ".h"))}
 for base, dirs, filenames in os.walk(os.path.join(root, "tests")):
     dirs[:] = [d for d in dirs if d not in ("__pycache__", ".pytest_cache")]
     required |= {os.path.relpath(os.path.join(base, f), root)
@@ -104,6 +104,11 @@ where = os.path.realpath(cbptt.__file__)
 assert where.startswith(site + os.sep), f"cbptt imported from {where}, not {site}"
 assert not where.startswith(os.path.realpath(root) + os.sep)
 assert _utils.openmp_enabled(), "the wheel has no OpenMP"
+from cbptt._kernels import network
+for isa in ("avx2", "avx512"):
+    assert importlib.util.find_spec(f"cbptt._kernels._network_{isa}"), f"no {isa} kernels"
+assert network.instruction_set == _utils.cpu_instruction_sets()[-1], network.instruction_set
+print(f"  kernels: {network.instruction_set}")
 print(f"  cbptt {cbptt.__version__} from {where}")
 EOF
 PATH="$wheel_path" "$wheel_path/python" -c "import cbptt; cbptt.show_config()" | tee "$work/config.txt"

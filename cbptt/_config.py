@@ -14,7 +14,7 @@ import platform
 import sys
 
 import cbptt
-from cbptt._kernels import WAIT_POLICY, _utils
+from cbptt._kernels import WAIT_POLICY, _utils, network
 
 _ENVIRONMENT = (
     "OMP_NUM_THREADS",
@@ -197,6 +197,9 @@ def _build_items():
     items = [
         ("debug checks", "on (CBPTT_DEBUG=1)" if _utils.debug_build() else "off"),
         ("dtypes", "float32, float64"),
+        ("kernels", f"{network.instruction_set} (CPU runs "
+                    f"{', '.join(_utils.cpu_instruction_sets())}; CBPTT_INSTRUCTION_SET "
+                    "chooses)"),
     ]
     if not info:
         return [(
@@ -211,6 +214,7 @@ def _build_items():
         ("Cython", info.get("cython", "unknown")),
         ("NumPy at build time", info.get("numpy", "unknown")),
         ("platform", info.get("platform", "unknown")),
+        ("instruction sets built", ", ".join(info.get("instruction_sets", ["baseline"]))),
     ] + items
     for name, value in info.get("environment", {}).items():
         items.append((f"build environment {name}", value))

@@ -290,3 +290,62 @@ def test_denormals_flushed_inside_kernels_only():
     loss_and_grad(weights, X.astype(np.float32), y, lengths=lengths, n_threads=2)
     tiny = np.array([np.finfo(np.float32).tiny], dtype=np.float32)
     assert (tiny / np.float32(4))[0] > 0  # still a denormal, not zero
+
+
+def _kernels_for(instruction_set):
+    """The compiled kernels for one instruction set; skip where the CPU or
+    this build has none."""
+    import importlib
+
+    from cbptt._kernels import _utils
+
+    if instruction_set not in _utils.cpu_instruction_sets():
+        pytest.skip(f"this CPU does not run {instruction_set}")
+    suffix = "" if instruction_set == "baseline" else f"_{instruction_set}"
+    try:
+        return importlib.import_module(f"cbptt._kernels._network{suffix}")
+    except ImportError:
+        pytest.skip(f"this build has no {instruction_set} kernels")
+
+
+@pytest.mark.parametrize("instruction_set", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_instruction_set_matches_reference(instruction_set, cell, monkeypatch):
+    # x86-64 builds carry the kernels compiled three times, and the per-step
+    # products of layers up to 64 units run in intrinsics (float32 only):
+    # 40 units cover whole and ragged vector blocks, 70 the BLAS path.
+    import cbptt._functional
+
+    kernels = _kernels_for(instruction_set)
+    assert kernels.instruction_set == instruction_set
+    monkeypatch.setattr(cbptt._functional, "_network", kernels)
+    weights, X, y, lengths, sw = _problem(13, n=45, T=7, D=3, H=[40, 70], weighted=True,
+                                          cell=cell)
+    kwargs = dict(cell=cell, lengths=lengths, sample_weight=sw)
+    ref_loss, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    loss, grads = loss_and_grad(weights, X, y, **kwargs)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+    weights32 = {k: v.astype(np.float32) for k, v in weights.items()}
+    loss32, grads32 = loss_and_grad(weights32, X.astype(np.float32), y, **kwargs)
+    assert loss32 == pytest.approx(ref_loss, rel=1e-4)
+    assert _max_relative_error(grads32, ref_grads) < 1e-4
+
+
+@pytest.mark.parametrize("value, message", [
+    ("sse9", "is not one of 'baseline', 'avx2', 'avx512'"),
+    ("baseline", None),
+])
+def test_instruction_set_can_be_chosen(value, message):
+    import subprocess
+    import sys
+
+    code = "import cbptt._kernels as k; print(k.network.instruction_set)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "CBPTT_INSTRUCTION_SET": value})
+    if message is None:
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == value
+    else:
+        assert out.returncode != 0
+        assert "ImportError" in out.stderr and message in out.stderr
