@@ -14,8 +14,9 @@ Environment variables read at build time:
 
 The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply as well (the
 macOS wheel build uses them to find libomp). Released wheels are compiled for
-the baseline instruction set of each platform (no ``-march``): see the README,
-"Installing from a wheel", for why that costs the kernels nothing measurable.
+the baseline instruction set of each platform (no ``-march``); on x86-64 the
+training kernels are compiled twice more, for AVX2 and AVX-512
+(``ISA_VARIANTS``), and the widest the CPU runs is used.
 """
 
 import os

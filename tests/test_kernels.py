@@ -336,13 +336,15 @@ def test_every_instruction_set_matches_reference(instruction_set, cell, monkeypa
     ("sse9", "is not one of 'baseline', 'avx2', 'avx512'"),
     ("baseline", None),
 ])
-def test_instruction_set_can_be_chosen(value, message):
+def test_instruction_set_can_be_chosen(value, message, tmp_path):
+    import os
     import subprocess
     import sys
 
+    # From an empty directory, so that the installed cbptt is imported.
     code = "import cbptt._kernels as k; print(k.network.instruction_set)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**__import__("os").environ, "CBPTT_INSTRUCTION_SET": value})
+                         cwd=tmp_path, env={**os.environ, "CBPTT_INSTRUCTION_SET": value})
     if message is None:
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == value
