@@ -172,16 +172,15 @@ class BuildExt(build_ext):
             if self.compiler.compiler_type != "msvc"
             and _compiler_accepts(self.compiler, *flags)
         }
-        self.extensions = [
-            ext for ext in self.extensions
-            if ext.name.rsplit(".", 1)[1] not in ISA_VARIANTS
-            or ext.name.rsplit(".", 1)[1] in variants
-        ]
+        kept = []
         for ext in self.extensions:
-            ext.extra_compile_args = (
-                opt_args + compile_args + variants.get(ext.name.rsplit(".", 1)[1], [])
-            )
+            module = ext.name.rsplit(".", 1)[1]
+            if module in ISA_VARIANTS and module not in variants:
+                continue
+            ext.extra_compile_args = opt_args + compile_args + variants.get(module, [])
             ext.extra_link_args = link_args
+            kept.append(ext)
+        self.extensions = kept
         self._write_build_info(
             opt_args + compile_args, link_args, use_openmp, None if use_openmp else reason,
             ["baseline"] + [name.rsplit("_", 1)[1] for name in variants],

@@ -13,6 +13,7 @@ is loaded; a runtime another package loaded earlier keeps its own setting.)
 """
 
 import importlib
+import importlib.util
 import os
 
 _USER_SET = "OMP_WAIT_POLICY" in os.environ

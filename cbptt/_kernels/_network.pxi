@@ -302,6 +302,7 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dh = ws + w.dh
     cdef floating* dc = ws + w.dc
     cdef floating* dh_i
+    cdef bint small = floating is float and _small(H)
     cdef intp_t i, j, s, at, n_active = 0, first_active = 0
 
     # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
@@ -347,7 +348,7 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         if s > 1 and first_active < n_active:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
-            if floating is float and _small(H):
+            if floating is float and small:
                 small_sgemm(n_active - first_active, H, GH,
                             d_gh + (first_active * T1 + s) * GH, T1 * GH, weight_hh, H,
                             m.cell == GRU, dh + first_active * H, H)
