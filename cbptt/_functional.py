@@ -109,15 +109,19 @@ class Network:
             views[name][...] = value
         return flat
 
-    def _buffers(self, dtype, n_batch, max_steps, n_threads, training=True):
+    def _buffers(self, dtype, n_batch, max_steps, n_threads, truncate=None):
         """``(workspace, chunk_grads)`` for minibatches of n_batch sequences
         of up to max_steps steps: one workspace row per thread, one gradient
-        row per chunk (None without training). The scratch memory is grown
-        as needed and then reused, so it fits everything asked for so far."""
+        row per chunk. Training backpropagates through the last ``truncate``
+        steps; ``truncate=None`` means predict (forward only, chunk_grads is
+        None). The scratch memory is grown as needed and then reused, so it
+        fits everything asked for so far."""
+        training = truncate is not None
         rows = _network.chunk_rows(n_batch)
         size = _network.workspace_size(
             _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs, self.n_features,
             self.n_classes, min(n_batch, rows), max_steps, training,
+            truncate if training else max_steps,
         )
         n_chunks = -(-n_batch // rows) if training else 0
         key = (np.dtype(dtype), training)
@@ -146,7 +150,7 @@ class Network:
         ``seed`` draws the dropout masks of this minibatch.
         """
         workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]],
-                                               n_threads)
+                                               n_threads, truncate)
         return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
             chunk_grads, workspace, _CELL_CODES[self.cell],
@@ -157,8 +161,7 @@ class Network:
     def logits(self, params, X, lengths, n_threads):
         """(n_samples, n_classes) logits of every sequence of X."""
         batch = sort_by_length(lengths)
-        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]], n_threads,
-                                     training=False)
+        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]], n_threads)
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
         _network.forward(
             X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],

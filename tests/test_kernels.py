@@ -143,6 +143,80 @@ def test_truncation_longer_than_sequences_is_full_bptt():
         np.testing.assert_array_equal(full[1][name], truncated[1][name])
 
 
+# Sequences longer than the kernels keep in memory at once (64 steps; the
+# steps before run forward only, block by block, carrying the state): lengths
+# spread over 1..200, so the blocks cut sequences at different steps and lose
+# rows as they go; stacked layers carry one state each.
+LONG = dict(n=70, T=200, D=2, H=[4, 3], C=3)
+
+
+@pytest.mark.parametrize("bptt_truncate", [None, 5, 70, 150])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_long_sequences_match_reference(cell, bptt_truncate):
+    weights, X, y, lengths, sw = _problem(12, weighted=True, cell=cell, **LONG)
+    kwargs = dict(cell=cell, lengths=lengths, bptt_truncate=bptt_truncate,
+                  sample_weight=sw)
+    loss, grads = loss_and_grad(weights, X, y, **kwargs)
+    ref_loss, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+
+def _long_network(cell, bidirectional=False):
+    from cbptt._functional import Network
+
+    weights, X, y, lengths, _ = _problem(13, cell=cell, bidirectional=bidirectional,
+                                         **LONG)
+    network = Network(cell, "tanh", X.shape[2], LONG["H"], LONG["C"],
+                      bidirectional=bidirectional)
+    return network, network.pack(weights, np.float64), weights, X, y, lengths
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_long_sequences_predict_matches_reference(cell, bidirectional):
+    network, params, weights, X, y, lengths = _long_network(cell, bidirectional)
+    logits = network.logits(params, X, lengths, n_threads=2)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
+    assert -np.mean(log_p[np.arange(len(y)), y]) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_truncation_leaves_the_forward_pass_alone(cell):
+    # Truncated BPTT changes the gradient only: the loss, dropout masks
+    # included, is the same whichever steps are kept for the backward pass.
+    from cbptt._functional import sort_by_length
+
+    network, params, _, X, y, lengths = _long_network(cell)
+    batch = sort_by_length(lengths)
+    grad = np.empty_like(params)
+    losses = [
+        network.loss_and_grad(params, X, lengths, batch, y.astype(np.intp), None,
+                              1 / len(X), grad, truncate, 2, 0.3, 11)
+        for truncate in (X.shape[1], 70, 5)
+    ]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12)
+    assert losses[2] == pytest.approx(losses[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_scratch_memory_does_not_grow_with_sequence_length(cell):
+    from cbptt._functional import _CELL_CODES
+    from cbptt._kernels import network as kernels
+
+    def size(n_steps, training, truncate, n_dirs=1):
+        return kernels.workspace_size(_CELL_CODES[cell], np.array([32, 16]), n_dirs, 3,
+                                      4, 64, n_steps, training, truncate)
+
+    # Truncated training and predict keep a bounded number of steps...
+    assert size(100_000, True, 20) == size(200, True, 20)
+    assert size(100_000, False, 0) == size(200, False, 0)
+    # ...full BPTT and the reverse direction need every step.
+    assert size(10_000, True, 10_000) > 40 * size(200, True, 200)
+    assert size(10_000, False, 0, n_dirs=2) > 40 * size(200, False, 0, n_dirs=2)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_gradient_bit_identical_for_any_thread_count(dtype, cell):

@@ -124,21 +124,23 @@ cdef inline floating log_(floating x) noexcept nogil:
 
 cdef inline void gather_time_shifted(
     const floating* X, intp_t x_stride, intp_t n_features,
-    const intp_t* lengths, const intp_t* rows, intp_t n_rows,
-    intp_t n_steps, floating* x_out,
+    const intp_t* samples, const intp_t* offsets, const intp_t* lengths,
+    intp_t n_rows, intp_t n_steps, floating* x_out,
 ) noexcept nogil:
-    """Copy the chunk's sequences into x_out[i, s] = X[rows[i], s - 1].
+    """Copy steps of the chunk's sequences: x_out[i, s] = X[samples[i],
+    offsets[i] + s - 1] for s = 1 .. lengths[i].
 
-    x_out is (n_rows, n_steps + 1, n_features): step 0 and every step past a
-    sequence's length are zero, so that padding content never matters and one
-    GEMM over all rows computes the input projection with h_0's row equal to 0.
+    x_out is (n_rows, n_steps + 1, n_features): step 0 and every step past
+    lengths[i] are zero, so that padding content never matters and one GEMM
+    over all rows computes the input projection with step 0's row equal to 0.
     """
     cdef intp_t i
     cdef intp_t row_size = (n_steps + 1) * n_features
     memset(x_out, 0, n_rows * row_size * sizeof(floating))
     for i in range(n_rows):
-        memcpy(x_out + i * row_size + n_features, X + rows[i] * x_stride,
-               lengths[rows[i]] * n_features * sizeof(floating))
+        memcpy(x_out + i * row_size + n_features,
+               X + samples[i] * x_stride + offsets[i] * n_features,
+               lengths[i] * n_features * sizeof(floating))
 
 
 cdef inline double softmax_cross_entropy(

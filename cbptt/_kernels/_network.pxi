@@ -25,6 +25,13 @@
 # direction reads each sequence reversed within its own length, so it too
 # runs forward over a prefix; its outputs are un-reversed between layers.
 #
+# Only the steps the backward pass needs are kept: the last `truncate` of
+# each sequence in training, the last BLOCK_STEPS in predict (the head reads
+# the last state only). The steps before them run forward only, BLOCK_STEPS
+# at a time, carrying each layer's state into the next block's step 0, so a
+# chunk's memory does not grow with T. The reverse direction of a
+# bidirectional network needs its whole sequence, so it keeps every step.
+#
 # Parameters are one flat vector in PyTorch's state_dict order; `Model.params`
 # holds where each (layer, direction) block starts, then come weight_out and
 # bias_out.
@@ -48,6 +55,10 @@ from cbptt._kernels._common cimport (
 
 cdef enum:
     MAX_LAYERS = 16
+    MAX_CHUNK_ROWS = 64             # the most _chunk_rows returns
+    # Steps per block of the forward-only prefix (see above): long enough
+    # for efficient input-projection GEMMs.
+    BLOCK_STEPS = 64
     MAX_BLOCKS = 2 * MAX_LAYERS     # (layer, direction) pairs
     # Up to this hidden size, the float32 per-step recurrent products use
     # small_gemm.h instead of BLAS (where the module has it): measured faster
@@ -67,7 +78,11 @@ cdef struct Model:
     intp_t n_features
     intp_t n_classes
     intp_t x_stride                 # elements between consecutive samples of X
-    intp_t truncate                 # backward covers each sequence's last `truncate` steps
+    # Steps per sequence whose activations are kept for the backward pass
+    # and the head: in training, the `truncate` steps backpropagated (BPTT
+    # truncated to them when fewer than the sequence); in predict,
+    # BLOCK_STEPS; every step in a bidirectional network.
+    intp_t window
     double dropout                  # probability of zeroing a layer's output unit
     uint64_t seed                   # dropout masks hash (seed, sample, step, unit)
     intp_t hidden[MAX_LAYERS]
@@ -75,10 +90,22 @@ cdef struct Model:
     intp_t head                     # offset of weight_out
 
 
+cdef struct Chunk:
+    # The rows of a chunk over one segment of time: row i is sample
+    # samples[i] over its steps offset[i] + 1 .. offset[i] + length[i];
+    # lengths do not increase with i.
+    const intp_t* samples
+    intp_t n_rows
+    intp_t length[MAX_CHUNK_ROWS]
+    intp_t offset[MAX_CHUNK_ROWS]
+
+
 cdef struct Layout:
     # Offsets (in elements) of one chunk's buffers in its workspace; per
     # block b = layer * n_dirs + direction where indexed.
     intp_t n_steps1                 # S + 1
+    intp_t state_h[MAX_BLOCKS]      # (rows, H) hidden state carried between segments
+    intp_t state_c[MAX_BLOCKS]      # (rows, H) LSTM cell state carried
     intp_t inp[MAX_BLOCKS]
     intp_t gates[MAX_BLOCKS]
     intp_t hs[MAX_BLOCKS]
@@ -103,13 +130,19 @@ cdef inline intp_t _input_size(const Model* m, intp_t k) noexcept nogil:
 
 cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
                     bint training) noexcept nogil:
-    """Where a chunk's buffers lie; without training, only the forward pass's
-    (the gradient buffers get size 0)."""
+    """Where the buffers of a chunk of n_rows rows and a segment of n_steps
+    steps lie; without training, only the forward pass's (the gradient
+    buffers get size 0). The carried states come first, at the same place
+    for every n_steps."""
     cdef Layout w
     cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, pos = 0
     cdef intp_t plane = n_rows * (n_steps + 1)     # rows x steps
     cdef intp_t grad_plane = plane if training else 0
     w.n_steps1 = n_steps + 1
+    for b in range(m.n_layers * m.n_dirs):
+        H = m.hidden[b // m.n_dirs]
+        w.state_h[b] = pos; pos += n_rows * H
+        w.state_c[b] = pos; pos += n_rows * H if m.cell == LSTM else 0
     for k in range(m.n_layers):
         H = m.hidden[k]
         H_max = H if H > H_max else H_max
@@ -144,8 +177,7 @@ cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
 
 
 cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
-                   const intp_t* lengths, const intp_t* rows, intp_t n_rows,
-                   intp_t T1) noexcept nogil:
+                   const Chunk* c, intp_t T1) noexcept nogil:
     """Multiply layer k's output (forward time order) by its dropout mask.
 
     The mask of (sample, step, unit) is a hash of the minibatch seed, so it
@@ -157,11 +189,12 @@ cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
     cdef floating scale = 1.0 / (1.0 - m.dropout)
     cdef double u
     cdef floating* row
-    for i in range(n_rows):
-        for s in range(1, lengths[rows[i]] + 1):
+    for i in range(c.n_rows):
+        for s in range(1, c.length[i] + 1):
             row = a + (i * T1 + s) * width
             key = _mix(m.seed ^ _mix(<uint64_t> (k + 1) ^ _mix(
-                <uint64_t> rows[i] * <uint64_t> 65537 + <uint64_t> s)))
+                <uint64_t> c.samples[i] * <uint64_t> 65537
+                + <uint64_t> (c.offset[i] + s))))
             for j in range(width):
                 u = (_mix(key + <uint64_t> j) >> 11) * (1.0 / 9007199254740992.0)
                 row[j] = row[j] * scale if u >= m.dropout else 0
@@ -169,15 +202,15 @@ cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
 
 cdef void _copy_steps(const floating* src, intp_t src_width, intp_t src_col,
                       floating* dst, intp_t dst_width, intp_t dst_col,
-                      intp_t n_cols, const intp_t* lengths, const intp_t* rows,
-                      intp_t n_rows, intp_t T1, bint reverse, bint accumulate) noexcept nogil:
+                      intp_t n_cols, const Chunk* c, intp_t T1, bint reverse,
+                      bint accumulate) noexcept nogil:
     """dst[i, t, dst_col:+n_cols] (+)= src[i, s, src_col:+n_cols] for the valid
     steps s = 1..L_i, with t = s, or t = L_i + 1 - s when reversing."""
     cdef intp_t i, s, t, j, L
     cdef const floating* a
     cdef floating* b
-    for i in range(n_rows):
-        L = lengths[rows[i]]
+    for i in range(c.n_rows):
+        L = c.length[i]
         for s in range(1, L + 1):
             t = L + 1 - s if reverse else s
             a = src + (i * T1 + s) * src_width + src_col
@@ -218,9 +251,10 @@ cdef inline void _step_product(bint small, intp_t n_rows, intp_t GH,
 
 
 cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
-                         const intp_t* lengths, const intp_t* rows, intp_t n_rows,
-                         const floating* params, floating* ws) noexcept nogil:
-    """Run block (k, d) over its input; fills gates, hs and aux."""
+                         const Chunk* c, const floating* params, floating* ws,
+                         bint from_state) noexcept nogil:
+    """Run block (k, d) over its input; fills gates, hs and aux. The state at
+    step 0 is zero, or with from_state the state carried in w.state_*."""
     cdef intp_t b = k * m.n_dirs + d, T1 = w.n_steps1, S = T1 - 1
     cdef intp_t H = m.hidden[k], G = n_gates(m.cell), GH = G * H
     cdef intp_t D_in = _input_size(m, k)
@@ -235,32 +269,38 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* gh = ws + w.gh
     cdef floating* weight_hh_t = ws + w.weight_hh_t[b]
     cdef bint small = floating is float and _small(H)
-    cdef intp_t i, j, s, n_active = n_rows, at
+    cdef intp_t i, j, s, n_rows = c.n_rows, n_active = n_rows, at
 
     # Input projection for every step at once: gates = inp @ weight_ih^T.
     gemm(False, True, n_rows * T1, GH, D_in, 1, inp, D_in, weight_ih, D_in, 0, gates, GH)
-    # Only what the time loop does not write is zeroed: the initial state
-    # (step 0) and hs past each sequence's end (the weight-gradient GEMMs read
-    # it, so it must hold zeros, not stale workspace).
-    _zero_rows(hs, H, T1, 0, 0, n_rows)
-    if m.cell != RNN:
-        _zero_rows(aux, H, T1, 0, 0, n_rows)
+    # Only what the time loop does not write is set: the initial state
+    # (step 0) and hs past each sequence's end (zero: the weight-gradient
+    # GEMMs read it, so it must not hold stale workspace).
+    if from_state:
+        for i in range(n_rows):
+            memcpy(hs + i * T1 * H, ws + w.state_h[b] + i * H, H * sizeof(floating))
+            if m.cell == LSTM:
+                memcpy(aux + i * T1 * H, ws + w.state_c[b] + i * H, H * sizeof(floating))
+    else:
+        _zero_rows(hs, H, T1, 0, 0, n_rows)
+        if m.cell != RNN:
+            _zero_rows(aux, H, T1, 0, 0, n_rows)
     if small:
         for i in range(GH):
             for j in range(H):
                 weight_hh_t[j * GH + i] = weight_hh[i * H + j]
     for s in range(1, S + 1):
-        while lengths[rows[n_active - 1]] < s:
+        while c.length[n_active - 1] < s:
             n_active -= 1
         _zero_rows(hs, H, T1, s, n_active, n_rows)
-        # The recurrent product (h_0 = 0 needs none).
+        # The recurrent product (a zero h_0 needs none).
         if m.cell == GRU:
-            if s > 1:
+            if s > 1 or from_state:
                 _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
                               weight_hh, weight_hh_t, False, gh, GH)
             else:
                 memset(gh, 0, n_active * GH * sizeof(floating))
-        elif s > 1:
+        elif s > 1 or from_state:
             _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
                           weight_hh, weight_hh_t, True, gates + s * GH, T1 * GH)
         for i in range(n_active):
@@ -276,13 +316,14 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
 
 
 cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
-                          const intp_t* lengths, const intp_t* rows, intp_t n_rows,
-                          const floating* params, floating* grad, floating* ws,
-                          const floating* d_head, intp_t d_head_stride) noexcept nogil:
+                          const Chunk* c, const floating* params, floating* grad,
+                          floating* ws, const floating* d_head,
+                          intp_t d_head_stride) noexcept nogil:
     """Backprop through time in block (k, d) into its weight gradients and,
     for k > 0, into d_inp. The gradient at hs comes from the head (d_head,
     row i at d_head + i * d_head_stride, for the last layer: it enters at
-    each sequence's last step) or from the layer above (d_out, every step)."""
+    each sequence's last step) or from the layer above (d_out, every step).
+    None flows into the state at step 0 (zero, or carried: truncated BPTT)."""
     cdef intp_t b = k * m.n_dirs + d, T1 = w.n_steps1, S = T1 - 1
     cdef intp_t H = m.hidden[k], G = n_gates(m.cell), GH = G * H
     cdef intp_t D_in = _input_size(m, k)
@@ -303,16 +344,16 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dc = ws + w.dc
     cdef floating* dh_i
     cdef bint small = floating is float and _small(H)
-    cdef intp_t i, j, s, at, n_active = 0, first_active = 0
+    cdef intp_t i, j, s, at, n_rows = c.n_rows, n_active = 0
 
     # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
-    # step 0, and the rows outside [first_active, n_active) at each step.
+    # step 0, and the rows past n_active at each step.
     _zero_rows(d_gates, GH, T1, 0, 0, n_rows)
     if m.cell == GRU:
         _zero_rows(d_gh, GH, T1, 0, 0, n_rows)
     for s in range(S, 0, -1):
         # Sequences whose last step is s enter the backward pass here.
-        while n_active < n_rows and lengths[rows[n_active]] >= s:
+        while n_active < n_rows and c.length[n_active] >= s:
             if d_head != NULL:
                 memcpy(dh + n_active * H, d_head + n_active * d_head_stride,
                        H * sizeof(floating))
@@ -320,17 +361,10 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                 memset(dh + n_active * H, 0, H * sizeof(floating))
             memset(dc + n_active * H, 0, H * sizeof(floating))
             n_active += 1
-        # Truncated BPTT: a sequence of length L is backpropagated over steps
-        # L - truncate + 1 .. L only; rows are sorted, so those still inside
-        # their window form the range [first_active, n_active).
-        while first_active < n_active and lengths[rows[first_active]] > s + m.truncate - 1:
-            first_active += 1
-        _zero_rows(d_gates, GH, T1, s, 0, first_active)
         _zero_rows(d_gates, GH, T1, s, n_active, n_rows)
         if m.cell == GRU:
-            _zero_rows(d_gh, GH, T1, s, 0, first_active)
             _zero_rows(d_gh, GH, T1, s, n_active, n_rows)
-        for i in range(first_active, n_active):
+        for i in range(n_active):
             at = i * T1 + s
             dh_i = dh + i * H
             if d_head == NULL:
@@ -345,17 +379,15 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
             else:
                 gru_backward(H, dh_i, gates + at * GH, aux + at * H, hs + (at - 1) * H,
                              d_gates + at * GH, d_gh + at * GH)
-        if s > 1 and first_active < n_active:
+        if s > 1:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
             if floating is float and small:
-                small_sgemm(n_active - first_active, H, GH,
-                            d_gh + (first_active * T1 + s) * GH, T1 * GH, weight_hh, H,
-                            m.cell == GRU, dh + first_active * H, H)
+                small_sgemm(n_active, H, GH, d_gh + s * GH, T1 * GH, weight_hh, H,
+                            m.cell == GRU, dh, H)
             else:
-                gemm(False, False, n_active - first_active, H, GH,
-                     1, d_gh + (first_active * T1 + s) * GH, T1 * GH, weight_hh, H,
-                     1 if m.cell == GRU else 0, dh + first_active * H, H)
+                gemm(False, False, n_active, H, GH, 1, d_gh + s * GH, T1 * GH,
+                     weight_hh, H, 1 if m.cell == GRU else 0, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
     gemm(True, False, GH, D_in, n_rows * T1, 1, d_gates, GH, inp, D_in, 0, grad_weight_ih, D_in)
@@ -372,42 +404,92 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
              0, ws + w.d_inp[b], D_in)
 
 
-cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
-                     const intp_t* rows, intp_t n_rows, const floating* params,
-                     floating* ws, bint training) noexcept nogil:
-    """Run the chunk through every layer and the head; logits stay in ws."""
-    cdef Layout w = _layout(n_rows, lengths[rows[0]], m, training)
-    cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in, i
-    cdef intp_t H_last = m.hidden[m.n_layers - 1], top = (m.n_layers - 1) * m.n_dirs
-    cdef floating* head_in = ws + w.head_in
-    gather_time_shifted(X, m.x_stride, m.n_features, lengths, rows, n_rows, T1 - 1,
-                        ws + w.inp[0])
+cdef void _forward_segment(const Model* m, const Layout* w, const floating* X,
+                           const Chunk* c, const floating* params, floating* ws,
+                           bint dropout, bint from_state) noexcept nogil:
+    """Run every layer over the segment c; from_state: each layer starts
+    from its carried state."""
+    cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in
+    gather_time_shifted(X, m.x_stride, m.n_features, c.samples, c.offset, c.length,
+                        c.n_rows, T1 - 1, ws + w.inp[0])
     for k in range(m.n_layers):
         b = k * m.n_dirs
         D_in = _input_size(m, k)
         if m.n_dirs == 2:
-            memset(ws + w.inp[b + 1], 0, n_rows * T1 * D_in * sizeof(floating))
+            memset(ws + w.inp[b + 1], 0, c.n_rows * T1 * D_in * sizeof(floating))
             _copy_steps(ws + w.inp[b], D_in, 0, ws + w.inp[b + 1], D_in, 0, D_in,
-                        lengths, rows, n_rows, T1, True, False)
+                        c, T1, True, False)
         for d in range(m.n_dirs):
-            _layer_forward(m, &w, k, d, lengths, rows, n_rows, params, ws)
+            _layer_forward(m, w, k, d, c, params, ws, from_state)
         if k + 1 < m.n_layers:
             # The next layer reads [h_forward, h_reverse] in forward time order.
             H = m.hidden[k]
             b = (k + 1) * m.n_dirs
-            memset(ws + w.inp[b], 0, n_rows * T1 * m.n_dirs * H * sizeof(floating))
+            memset(ws + w.inp[b], 0, c.n_rows * T1 * m.n_dirs * H * sizeof(floating))
             for d in range(m.n_dirs):
                 _copy_steps(ws + w.hs[k * m.n_dirs + d], H, 0, ws + w.inp[b],
-                            m.n_dirs * H, d * H, H, lengths, rows, n_rows, T1,
-                            d == 1, False)
-            if training and m.dropout > 0:
-                _dropout(m, k, ws + w.inp[b], m.n_dirs * H, lengths, rows, n_rows, T1)
+                            m.n_dirs * H, d * H, H, c, T1, d == 1, False)
+            if dropout and m.dropout > 0:
+                _dropout(m, k, ws + w.inp[b], m.n_dirs * H, c, T1)
+
+
+cdef void _save_state(const Model* m, const Layout* w, const Chunk* c,
+                      floating* ws) noexcept nogil:
+    """Carry each row's state after its last step in the segment c."""
+    cdef intp_t b, i, H, at
+    for b in range(m.n_layers * m.n_dirs):
+        H = m.hidden[b // m.n_dirs]
+        for i in range(c.n_rows):
+            at = i * w.n_steps1 + c.length[i]
+            memcpy(ws + w.state_h[b] + i * H, ws + w.hs[b] + at * H, H * sizeof(floating))
+            if m.cell == LSTM:
+                memcpy(ws + w.state_c[b] + i * H, ws + w.aux[b] + at * H,
+                       H * sizeof(floating))
+
+
+cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
+                     const intp_t* samples, intp_t n_rows, const floating* params,
+                     floating* ws, bint training, Chunk* c) noexcept nogil:
+    """Run the chunk (samples sorted by decreasing length) through every layer
+    and the head, keeping the activations of each sequence's last m.window
+    steps; c becomes that segment. The logits stay in ws."""
+    cdef Layout w
+    cdef intp_t i, d, L, start, top = (m.n_layers - 1) * m.n_dirs
+    cdef intp_t H_last = m.hidden[m.n_layers - 1]
+    cdef intp_t prefix = lengths[samples[0]] - m.window   # the longest one
+    cdef floating* head_in
+    c.samples = samples
+    if prefix > 0:
+        # The steps before each window, forward only, BLOCK_STEPS at a time;
+        # the rows whose prefix reaches a block are the first c.n_rows.
+        w = _layout(n_rows, 0, m, False)
+        memset(ws, 0, w.inp[0] * sizeof(floating))     # the carried states
+        start = 0
+        while start < prefix:
+            c.n_rows = 0
+            while c.n_rows < n_rows and lengths[samples[c.n_rows]] - m.window > start:
+                i = c.n_rows
+                c.length[i] = min(lengths[samples[i]] - m.window - start, BLOCK_STEPS)
+                c.offset[i] = start
+                c.n_rows += 1
+            w = _layout(n_rows, c.length[0], m, False)
+            _forward_segment(m, &w, X, c, params, ws, training, True)
+            _save_state(m, &w, c, ws)
+            start += BLOCK_STEPS
+    for i in range(n_rows):
+        L = lengths[samples[i]]
+        c.length[i] = min(L, m.window)
+        c.offset[i] = L - c.length[i]
+    c.n_rows = n_rows
+    w = _layout(n_rows, c.length[0], m, training)
+    _forward_segment(m, &w, X, c, params, ws, training, prefix > 0)
     # The head reads each direction's state after its last step: h_forward at
     # the sequence's last step, h_reverse after running back to step 1.
+    head_in = ws + w.head_in
     for i in range(n_rows):
         for d in range(m.n_dirs):
             memcpy(head_in + (i * m.n_dirs + d) * H_last,
-                   ws + w.hs[top + d] + (i * T1 + lengths[rows[i]]) * H_last,
+                   ws + w.hs[top + d] + (i * w.n_steps1 + c.length[i]) * H_last,
                    H_last * sizeof(floating))
     gemm(False, True, n_rows, m.n_classes, m.n_dirs * H_last, 1, head_in,
          m.n_dirs * H_last, params + m.head, m.n_dirs * H_last, 0, ws + w.logits,
@@ -418,18 +500,19 @@ cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
 
 
 cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* lengths,
-                           const intp_t* rows, intp_t n_rows, const intp_t* y,
+                           const intp_t* samples, intp_t n_rows, const intp_t* y,
                            const floating* sample_weight, double loss_scale,
                            const floating* params, floating* grad,
                            floating* ws) noexcept nogil:
     """Forward, loss and backward through time for one chunk; grad is overwritten."""
-    cdef Layout w = _forward(m, X, lengths, rows, n_rows, params, ws, True)
+    cdef Chunk c
+    cdef Layout w = _forward(m, X, lengths, samples, n_rows, params, ws, True, &c)
     cdef intp_t T1 = w.n_steps1, k, d, b, H, D_in
     cdef intp_t H_last = m.hidden[m.n_layers - 1]
     cdef intp_t F = m.n_dirs * H_last
     cdef floating* d_logits = ws + w.logits
     cdef floating* d_head_in = ws + w.d_head_in
-    cdef double loss = softmax_cross_entropy(d_logits, n_rows, m.n_classes, rows, y,
+    cdef double loss = softmax_cross_entropy(d_logits, n_rows, m.n_classes, samples, y,
                                              sample_weight, loss_scale)
 
     # Backprop into the head: dW_out = d_logits^T head_in, db_out = column sums,
@@ -441,7 +524,7 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
          params + m.head, F, 0, d_head_in, F)
     for k in range(m.n_layers - 1, -1, -1):
         for d in range(m.n_dirs):
-            _layer_backward(m, &w, k, d, lengths, rows, n_rows, params, grad, ws,
+            _layer_backward(m, &w, k, d, &c, params, grad, ws,
                             d_head_in + d * H_last if k == m.n_layers - 1 else NULL, F)
         if k == 0:
             break
@@ -453,13 +536,13 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
         D_in = m.n_dirs * H
         if m.n_dirs == 2:
             _copy_steps(ws + w.d_inp[b + 1], D_in, 0, ws + w.d_inp[b], D_in, 0, D_in,
-                        lengths, rows, n_rows, T1, True, True)
+                        &c, T1, True, True)
         if m.dropout > 0:
-            _dropout(m, k - 1, ws + w.d_inp[b], D_in, lengths, rows, n_rows, T1)
+            _dropout(m, k - 1, ws + w.d_inp[b], D_in, &c, T1)
         for d in range(m.n_dirs):
             # Every valid step is written; d_out is read at valid steps only.
             _copy_steps(ws + w.d_inp[b], D_in, d * H, ws + w.d_out[b - m.n_dirs + d], H,
-                        0, H, lengths, rows, n_rows, T1, d == 1, False)
+                        0, H, &c, T1, d == 1, False)
     return loss
 
 
@@ -477,7 +560,7 @@ cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
     m.n_features = n_features
     m.n_classes = n_classes
     m.x_stride = n_timesteps * n_features
-    m.truncate = truncate
+    m.window = n_timesteps if n_dirs == 2 else min(truncate, n_timesteps)
     m.dropout = dropout
     m.seed = seed
     for k in range(m.n_layers):
@@ -495,12 +578,18 @@ def max_layers():
 
 
 def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
-                   intp_t n_classes, intp_t n_rows, intp_t max_steps, bint training):
+                   intp_t n_classes, intp_t n_rows, intp_t max_steps, bint training,
+                   intp_t truncate):
     """Elements of scratch memory one thread needs to run chunks of n_rows
-    sequences: forward and backward (training) or forward only."""
+    sequences of up to max_steps steps: forward and backward through the
+    last ``truncate`` steps (training), or forward only (``truncate`` unused)."""
     cdef Model m = _model(cell, False, hidden, n_dirs, max_steps, n_features,
-                          n_classes, 1, 0.0, 0)
-    return _layout(n_rows, max_steps, &m, training).end
+                          n_classes, truncate if training else BLOCK_STEPS, 0.0, 0)
+    cdef intp_t size = _layout(n_rows, m.window, &m, training).end
+    if max_steps > m.window:
+        size = max(size, _layout(n_rows, min(max_steps - m.window, BLOCK_STEPS),
+                                 &m, False).end)
+    return size
 
 
 cdef inline intp_t _chunk_rows(intp_t n_batch) noexcept nogil:
@@ -766,20 +855,24 @@ def forward(
     to ``logits_out[k]`` for sample ``batch[k]``. ``workspace`` is (threads,
     workspace_size(..., False)); at most ``workspace.shape[0]`` threads run."""
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
-                          n_classes, 1, 0.0, 0)
+                          n_classes, BLOCK_STEPS, 0.0, 0)
     cdef intp_t n_batch = batch.shape[0], chunk_rows = _chunk_rows(n_batch)
     cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
-    cdef intp_t c, start, n_rows
-    cdef unsigned int fp_mode
-    cdef Layout w
+    cdef intp_t k, start
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
-        for c in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
-            start = c * chunk_rows
-            n_rows = min(chunk_rows, n_batch - start)
-            fp_mode = flush_denormals()
-            w = _forward(&m, &X[0, 0, 0], &lengths[0], &batch[start], n_rows,
-                         &params[0], &workspace[threadid(), 0], False)
-            restore_fp_mode(fp_mode)
-            memcpy(&logits_out[start, 0], &workspace[threadid(), w.logits],
-                   n_rows * n_classes * sizeof(floating))
+        for k in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
+            start = k * chunk_rows
+            _chunk_logits(&m, &X[0, 0, 0], &lengths[0], &batch[start],
+                          min(chunk_rows, n_batch - start), &params[0],
+                          &workspace[threadid(), 0], &logits_out[start, 0])
+
+
+cdef void _chunk_logits(const Model* m, const floating* X, const intp_t* lengths,
+                        const intp_t* samples, intp_t n_rows, const floating* params,
+                        floating* ws, floating* logits_out) noexcept nogil:
+    cdef Chunk c
+    cdef unsigned int fp_mode = flush_denormals()
+    cdef Layout w = _forward(m, X, lengths, samples, n_rows, params, ws, False, &c)
+    restore_fp_mode(fp_mode)
+    memcpy(logits_out, ws + w.logits, n_rows * m.n_classes * sizeof(floating))
