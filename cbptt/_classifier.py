@@ -100,6 +100,8 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         Backpropagate through the last ``bptt_truncate`` steps of each
         sequence only (truncated BPTT). None means full BPTT. Not defined
         with ``bidirectional=True``.
+        The steps before those run forward only, so the memory of training
+        grows with ``bptt_truncate``, not with the sequence length.
     verbose : bool, default=False
         Print loss, validation score and seconds for each epoch.
     warm_start : bool, default=False

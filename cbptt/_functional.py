@@ -181,12 +181,9 @@ def _check_is_dict(weights):
         )
 
 
-def sort_by_length(lengths, indices=None):
-    """Indices (all, or the given ones) ordered by decreasing length, stably."""
-    if indices is None:
-        return np.argsort(-lengths, kind="stable").astype(np.intp, copy=False)
-    order = np.argsort(-lengths[indices], kind="stable")
-    return np.ascontiguousarray(indices[order], dtype=np.intp)
+def sort_by_length(lengths):
+    """Every index ordered by decreasing length, stably."""
+    return _network.sort_by_length(np.ascontiguousarray(lengths, dtype=np.intp))
 
 
 def _check_choice(value, name, options):
@@ -282,6 +279,8 @@ def loss_and_grad(
         Backpropagate through the last ``bptt_truncate`` steps of each
         sequence only (truncated BPTT). None means full BPTT. Not defined
         for bidirectional networks.
+        The steps before those run forward only, so the memory of training
+        grows with ``bptt_truncate``, not with the sequence length.
     sample_weight : array-like of shape (n_samples,), default=None
         Non-negative weights; the loss is ``sum_i w_i CE_i / sum_i w_i``.
     n_threads : int, default=None

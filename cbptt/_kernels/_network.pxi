@@ -685,6 +685,38 @@ def loss_and_grad(
     return loss
 
 
+cdef void _sort_by_length(const intp_t* lengths, intp_t max_length,
+                          const intp_t* indices, intp_t n, intp_t* slots,
+                          intp_t* out) noexcept nogil:
+    """out = indices ordered by decreasing length, ties in their given order
+    (a counting sort; slots is scratch of max_length + 2 entries)."""
+    cdef intp_t i, j
+    memset(slots, 0, (max_length + 2) * sizeof(intp_t))
+    for i in range(n):
+        slots[max_length - lengths[indices[i]] + 1] += 1
+    for i in range(1, max_length + 2):
+        slots[i] += slots[i - 1]
+    for i in range(n):
+        j = max_length - lengths[indices[i]]
+        out[slots[j]] = indices[i]
+        slots[j] += 1
+
+
+def sort_by_length(const intp_t[::1] lengths):
+    """Every index of ``lengths`` (each in [0, max]), by decreasing length,
+    ties in index order: the order the kernels take minibatches in."""
+    cdef intp_t i, n = lengths.shape[0], max_length = 0
+    cdef intp_t[::1] indices = np.arange(n, dtype=np.intp)
+    cdef intp_t[::1] out = np.empty(n, dtype=np.intp)
+    cdef intp_t[::1] slots
+    for i in range(n):
+        max_length = max(max_length, lengths[i])
+    slots = np.empty(max_length + 2, dtype=np.intp)
+    if n:
+        _sort_by_length(&lengths[0], max_length, &indices[0], n, &slots[0], &out[0])
+    return np.asarray(out)
+
+
 cdef enum:
     SGD = 0
     ADAM = 1
@@ -755,16 +787,7 @@ def train_epoch(
         start = 0
         while start < n:
             n_batch = min(batch_size, n - start)
-            # Stable counting sort by decreasing length (the kernel's order).
-            memset(&slots[0], 0, (T + 2) * sizeof(intp_t))
-            for i in range(start, start + n_batch):
-                slots[T - lengths[order[i]] + 1] += 1
-            for i in range(1, T + 2):
-                slots[i] += slots[i - 1]
-            for i in range(start, start + n_batch):
-                j = T - lengths[order[i]]
-                batch[slots[j]] = order[i]
-                slots[j] += 1
+            _sort_by_length(&lengths[0], T, &order[start], n_batch, &slots[0], &batch[0])
             weight_sum = n_batch
             if weights != NULL:
                 weight_sum = 0
