@@ -346,10 +346,9 @@ class _Epoch:
         seeds = (rng.randint(np.iinfo(np.int32).max, size=n_batches).astype(np.uint64)
                  if est.dropout else np.zeros(0, dtype=np.uint64))
         # Scratch that fits a full minibatch and the last, smaller one.
-        net._buffers(self.X.dtype, len(order) - (n_batches - 1) * batch_size,
-                     self.X.shape[1], self.n_threads, self.truncate)
-        workspace, chunk_grads = net._buffers(self.X.dtype, batch_size, self.X.shape[1],
-                                              self.n_threads, self.truncate)
+        workspace, chunk_grads = net._buffers(
+            self.X.dtype, [batch_size, len(order) - (n_batches - 1) * batch_size],
+            self.X.shape[1], self.n_threads, self.truncate)
         total_loss, total_weight, steps, diverged = _kernels.train_epoch(
             self.X, self.lengths, self.y, self.sample_weight,
             np.ascontiguousarray(order, dtype=np.intp), batch_size, params, self.grad,

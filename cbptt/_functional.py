@@ -109,21 +109,25 @@ class Network:
             views[name][...] = value
         return flat
 
-    def _buffers(self, dtype, n_batch, max_steps, n_threads, truncate=None):
-        """``(workspace, chunk_grads)`` for minibatches of n_batch sequences
-        of up to max_steps steps: one workspace row per thread, one gradient
-        row per chunk. Training backpropagates through the last ``truncate``
-        steps; ``truncate=None`` means predict (forward only, chunk_grads is
-        None). The scratch memory is grown as needed and then reused, so it
-        fits everything asked for so far."""
+    def _buffers(self, dtype, batch_sizes, max_steps, n_threads, truncate=None):
+        """``(workspace, chunk_grads)`` for minibatches of each of the sizes
+        ``batch_sizes``, of sequences of up to max_steps steps: one workspace
+        row per thread, one gradient row per chunk. Training backpropagates
+        through the last ``truncate`` steps; ``truncate=None`` means predict
+        (forward only, chunk_grads is None). The scratch memory is grown as
+        needed and then reused, so it fits everything asked for so far."""
         training = truncate is not None
-        rows = _network.chunk_rows(n_batch)
-        size = _network.workspace_size(
-            _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs, self.n_features,
-            self.n_classes, min(n_batch, rows), max_steps, training,
-            truncate if training else max_steps,
-        )
-        n_chunks = -(-n_batch // rows) if training else 0
+        size = n_chunks = 0
+        for n_batch in batch_sizes:
+            # Chunks get smaller with the minibatch, so a smaller one can
+            # have more of them.
+            rows = _network.chunk_rows(n_batch)
+            size = max(size, _network.workspace_size(
+                _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs,
+                self.n_features, self.n_classes, min(n_batch, rows), max_steps,
+                training, truncate if training else max_steps,
+            ))
+            n_chunks = max(n_chunks, -(-n_batch // rows) if training else 0)
         key = (np.dtype(dtype), training)
         old = self._workspace.get(key)
         if (old is None or old[0].shape[0] < n_threads or old[0].shape[1] < size
@@ -149,7 +153,7 @@ class Network:
         ``batch`` indexes X and must be sorted by decreasing length.
         ``seed`` draws the dropout masks of this minibatch.
         """
-        workspace, chunk_grads = self._buffers(X.dtype, len(batch), lengths[batch[0]],
+        workspace, chunk_grads = self._buffers(X.dtype, [len(batch)], lengths[batch[0]],
                                                n_threads, truncate)
         return _network.loss_and_grad(
             X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
@@ -161,7 +165,7 @@ class Network:
     def logits(self, params, X, lengths, n_threads):
         """(n_samples, n_classes) logits of every sequence of X."""
         batch = sort_by_length(lengths)
-        workspace, _ = self._buffers(X.dtype, len(batch), lengths[batch[0]], n_threads)
+        workspace, _ = self._buffers(X.dtype, [len(batch)], lengths[batch[0]], n_threads)
         out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
         _network.forward(
             X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],
