@@ -548,7 +548,9 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
 
 cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
                   intp_t n_timesteps, intp_t n_features, intp_t n_classes,
-                  intp_t truncate, double dropout, uint64_t seed):
+                  intp_t window, double dropout, uint64_t seed):
+    """The network's description; ``window`` as in Model.window: the steps
+    backpropagated in training, BLOCK_STEPS in predict."""
     cdef Model m
     cdef intp_t k, d, pos = 0, G = n_gates(cell), D_in
     if hidden.shape[0] > MAX_LAYERS:
@@ -560,7 +562,7 @@ cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
     m.n_features = n_features
     m.n_classes = n_classes
     m.x_stride = n_timesteps * n_features
-    m.window = n_timesteps if n_dirs == 2 else min(truncate, n_timesteps)
+    m.window = n_timesteps if n_dirs == 2 else min(window, n_timesteps)
     m.dropout = dropout
     m.seed = seed
     for k in range(m.n_layers):
