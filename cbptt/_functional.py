@@ -20,7 +20,7 @@ from cbptt._sequences import (
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-_CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # cell enum of _cells.pxd
+_CELL_CODES = _network.cell_codes
 
 
 class Network:

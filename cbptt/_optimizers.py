@@ -10,12 +10,14 @@ scikit-learn's MLP solvers and PyTorch's RMSprop.
 
 import numpy as np
 
-# Solver codes of train_epoch.
-_SGD, _ADAM, _RMSPROP = 0, 1, 2
+from cbptt._kernels import network as _kernels
+
+_CODES = _kernels.solver_codes     # of train_epoch
 
 
 class _Optimizer:
-    """Two state vectors the size of the parameters, and a step count."""
+    """The solver's state vectors (state_a the size of the parameters, state_b
+    too for Adam) and its step count."""
 
     code = None
 
@@ -24,7 +26,7 @@ class _Optimizer:
         self.learning_rate = float(learning_rate_init)
         self.t = 0
         self.state_a = np.zeros(n_params, dtype=dtype)
-        self.state_b = np.zeros(n_params if self.code == _ADAM else 1, dtype=dtype)
+        self.state_b = np.zeros(1, dtype=dtype)    # used by Adam only
 
     def hyperparameters(self):
         """The solver_params of train_epoch."""
@@ -41,7 +43,7 @@ class _Optimizer:
 class SGD(_Optimizer):
     """SGD with optional (Nesterov) momentum and MLPClassifier's schedules."""
 
-    code = _SGD
+    code = _CODES["sgd"]
 
     def __init__(self, n_params, dtype, learning_rate_init, learning_rate="constant",
                  power_t=0.5, momentum=0.9, nesterov=True):
@@ -70,11 +72,12 @@ class SGD(_Optimizer):
 class Adam(_Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction folded into the step size."""
 
-    code = _ADAM
+    code = _CODES["adam"]
 
     def __init__(self, n_params, dtype, learning_rate_init, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8):
         super().__init__(n_params, dtype, learning_rate_init)
+        self.state_b = np.zeros(n_params, dtype=dtype)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
@@ -86,7 +89,7 @@ class Adam(_Optimizer):
 class RMSProp(_Optimizer):
     """RMSProp: divide the gradient by a running RMS of its recent values."""
 
-    code = _RMSPROP
+    code = _CODES["rmsprop"]
 
     def __init__(self, n_params, dtype, learning_rate_init, rho=0.9, epsilon=1e-8):
         super().__init__(n_params, dtype, learning_rate_init)

@@ -235,18 +235,18 @@ cdef inline bint _small(intp_t H) noexcept nogil:
     return SMALL_SGEMM and H <= SMALL_H_MAX
 
 
-cdef inline void _step_product(bint small, intp_t n_rows, intp_t GH,
-                               intp_t H, const floating* h_prev, intp_t ld_h,
-                               const floating* weight_hh, const floating* weight_hh_t,
+cdef inline void _step_product(bint small, intp_t n_rows, intp_t n, intp_t k,
+                               const floating* a, intp_t lda, const floating* b,
+                               bint trans_b, const floating* b_row_major,
                                bint accumulate, floating* out, intp_t ld_out) noexcept nogil:
-    """out (+)= h_prev @ weight_hh^T for one step: the small kernel reads the
-    transposed copy, BLAS the weights themselves."""
+    """out (+)= a @ op(b) for one step of the recurrence, op(b) (k, n): BLAS
+    reads b, (n, k) if trans_b else (k, n); the small kernel reads the same
+    product's right side as a (k, n) row-major matrix, b_row_major."""
     if floating is float:
         if small:
-            small_sgemm(n_rows, GH, H, h_prev, ld_h, weight_hh_t, GH, accumulate,
-                        out, ld_out)
+            small_sgemm(n_rows, n, k, a, lda, b_row_major, n, accumulate, out, ld_out)
             return
-    gemm(False, True, n_rows, GH, H, 1, h_prev, ld_h, weight_hh, H,
+    gemm(False, trans_b, n_rows, n, k, 1, a, lda, b, k if trans_b else n,
          1 if accumulate else 0, out, ld_out)
 
 
@@ -297,12 +297,12 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
         if m.cell == GRU:
             if s > 1 or from_state:
                 _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
-                              weight_hh, weight_hh_t, False, gh, GH)
+                              weight_hh, True, weight_hh_t, False, gh, GH)
             else:
                 memset(gh, 0, n_active * GH * sizeof(floating))
         elif s > 1 or from_state:
             _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
-                          weight_hh, weight_hh_t, True, gates + s * GH, T1 * GH)
+                          weight_hh, True, weight_hh_t, True, gates + s * GH, T1 * GH)
         for i in range(n_active):
             at = i * T1 + s
             if m.cell == RNN:
@@ -382,12 +382,8 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         if s > 1:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
-            if floating is float and small:
-                small_sgemm(n_active, H, GH, d_gh + s * GH, T1 * GH, weight_hh, H,
-                            m.cell == GRU, dh, H)
-            else:
-                gemm(False, False, n_active, H, GH, 1, d_gh + s * GH, T1 * GH,
-                     weight_hh, H, 1 if m.cell == GRU else 0, dh, H)
+            _step_product(small, n_active, H, GH, d_gh + s * GH, T1 * GH, weight_hh,
+                          False, weight_hh, m.cell == GRU, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
     gemm(True, False, GH, D_in, n_rows * T1, 1, d_gates, GH, inp, D_in, 0, grad_weight_ih, D_in)
@@ -723,6 +719,10 @@ cdef enum:
     SGD = 0
     ADAM = 1
     RMSPROP = 2
+
+# The codes the Python layer passes as `cell` and `solver`.
+cell_codes = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+solver_codes = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP}
 
 
 def train_epoch(
