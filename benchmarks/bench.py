@@ -63,12 +63,16 @@ _BLAS = ThreadpoolController()
 
 
 # -- contestants: each returns a function that trains one epoch --------------
-def cbptt_epoch(cfg, X, y, threads, cell):
-    clf = RNNClassifier(
+def cbptt_classifier(cfg, threads, cell, **params):
+    return RNNClassifier(
         cell=cell, hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
         learning_rate_init=LEARNING_RATE, alpha=0.0, clip_norm=None, shuffle=True,
-        random_state=0, n_threads=threads,
+        random_state=0, n_threads=threads, **params,
     )
+
+
+def cbptt_epoch(cfg, X, y, threads, cell, **params):
+    clf = cbptt_classifier(cfg, threads, cell, **params)
     classes = np.arange(cfg["C"])
     return lambda: clf.partial_fit(X, y, classes=classes)
 

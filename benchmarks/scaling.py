@@ -1,8 +1,9 @@
 """How cbptt's cost grows: with threads, sequence length, samples, and in predict.
 
 Why: bench.py compares contestants on fixed configurations; this script checks
-the shape of cbptt's own costs, each as a ratio of runs alternated in one
-process (medians of per-round ratios, so machine noise cancels):
+the shape of cbptt's own costs (bench.py's model, solver and configurations),
+each as a ratio of runs alternated in one process (medians of per-round
+ratios, so machine noise cancels):
 
 * ``threads``: epoch time with 1 thread / with 2, medium and large configs;
 * ``length``: epoch time at T = 1024 / at T = 64 (ideal 16), and at 4N / N
@@ -32,25 +33,15 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import CONFIGS, _status_kib, make_data, paired_ratio, time_alternating  # noqa: E402
-
-from cbptt import RNNClassifier  # noqa: E402
+from bench import (  # noqa: E402
+    CONFIGS, _status_kib, cbptt_classifier, cbptt_epoch, make_data, paired_ratio,
+    time_alternating,
+)
 
 CELLS = ("rnn", "gru", "lstm")
 MEMORY_STEPS = (256, 1024, 4096)
 MEMORY_CONFIG = dict(N=256, D=32, H=128, C=10, B=64)
 TRUNCATE = 16
-
-
-def classifier(cfg, cell, threads=2, **params):
-    return RNNClassifier(cell=cell, hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"],
-                         solver="adam", learning_rate_init=1e-3, random_state=0,
-                         n_threads=threads, **params)
-
-
-def epoch_of(clf, X, y, n_classes):
-    classes = np.arange(n_classes)
-    return lambda: clf.partial_fit(X, y, classes=classes)
 
 
 def threads(args):
@@ -60,7 +51,7 @@ def threads(args):
         cfg = dict(CONFIGS[name], N=CONFIGS[name]["N"] // args.shrink)
         X, y = make_data(cfg, np.float32)
         for cell in CELLS:
-            runs = {k: epoch_of(classifier(cfg, cell, k), X, y, cfg["C"]) for k in (1, 2)}
+            runs = {k: cbptt_epoch(cfg, X, y, k, cell) for k in (1, 2)}
             t = time_alternating(runs, args.repeats)
             print(f"| {name} | {cell} | {statistics.median(t[1]):.3f} | "
                   f"{statistics.median(t[2]):.3f} | {paired_ratio(t[1], t[2]):.2f}x |")
@@ -76,7 +67,7 @@ def length(args):
         runs = {}
         for key, cfg in cfgs.items():
             X, y = make_data(cfg, np.float32)
-            runs[key] = epoch_of(classifier(cfg, cell), X, y, cfg["C"])
+            runs[key] = cbptt_epoch(cfg, X, y, 2, cell)
         t = time_alternating(runs, args.repeats)
         print(f"| {cell} | {paired_ratio(t['long'], t['short']):.1f} | "
               f"{paired_ratio(t['many'], t['short']):.2f} |")
@@ -90,8 +81,11 @@ def predict(args):
         cfg = dict(CONFIGS[name], N=CONFIGS[name]["N"] // args.shrink)
         X, y = make_data(cfg, np.float32)
         for cell in CELLS:
-            clf = classifier(cfg, cell)
-            fit = epoch_of(clf, X, y, cfg["C"])
+            clf = cbptt_classifier(cfg, 2, cell)
+            classes = np.arange(cfg["C"])
+
+            def fit():
+                clf.partial_fit(X, y, classes=classes)
             fit()
             t = time_alternating({"fit": fit, "predict": lambda: clf.predict_proba(X)},
                                  args.repeats)
@@ -104,7 +98,7 @@ def measure_memory(n_steps, truncate, cell):
     """Peak RSS of one epoch above the RSS before it, in MiB (this process)."""
     cfg = dict(MEMORY_CONFIG, T=n_steps)
     X, y = make_data(cfg, np.float32)
-    epoch = epoch_of(classifier(cfg, cell, bptt_truncate=truncate), X, y, cfg["C"])
+    epoch = cbptt_epoch(cfg, X, y, 2, cell, bptt_truncate=truncate)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
     before = _status_kib("VmRSS")
