@@ -49,6 +49,10 @@ ISA_VARIANTS = {
 
 BUILD_INFO = "_build_info.py"  # generated into the cbptt package, gitignored
 
+# The compiler's environment: recorded in BUILD_INFO, and a change to it
+# triggers a rebuild (_configuration_stamp).
+COMPILER_ENVIRONMENT = ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS")
+
 
 def _env_flag(name):
     return os.environ.get(name, "0").lower() not in ("", "0", "false", "no")
@@ -204,7 +208,7 @@ class BuildExt(build_ext):
             "platform": sysconfig.get_platform(),
             "environment": {
                 name: os.environ[name]
-                for name in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "MACOSX_DEPLOYMENT_TARGET")
+                for name in COMPILER_ENVIRONMENT + ("MACOSX_DEPLOYMENT_TARGET",)
                 if os.environ.get(name)
             },
         }
@@ -270,7 +274,7 @@ def _configuration_stamp(debug):
     """
     config = "".join(
         f"{name}={os.environ.get(name, '')}\n"
-        for name in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "CBPTT_NO_OPENMP")
+        for name in COMPILER_ENVIRONMENT + ("CBPTT_NO_OPENMP",)
     ) + f"debug={debug}\n"
     path = os.path.join("build", "cython", "configuration.txt")
     try:

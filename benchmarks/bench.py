@@ -176,15 +176,19 @@ def _status_kib(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def measure_memory(name, cfg, dtype, threads, cell):
-    """Peak RSS of one (first) epoch above the RSS before it, in MiB (this process)."""
-    X, y = make_data(cfg, dtype)
-    epoch = CONTESTANTS[name](cfg, X, y, threads, cell)
+def peak_mib(run):
+    """Peak RSS while ``run()`` runs above the RSS before it, in MiB (this process)."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
     before = _status_kib("VmRSS")
-    epoch()
+    run()
     return (_status_kib("VmHWM") - before) / 1024
+
+
+def measure_memory(name, cfg, dtype, threads, cell):
+    """Peak memory of one (first) epoch of contestant ``name``, in MiB."""
+    X, y = make_data(cfg, dtype)
+    return peak_mib(CONTESTANTS[name](cfg, X, y, threads, cell))
 
 
 def memory_in_subprocess(name, config, cell, args):

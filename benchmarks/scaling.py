@@ -34,7 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
-    CONFIGS, _status_kib, cbptt_classifier, cbptt_epoch, make_data, paired_ratio,
+    CONFIGS, cbptt_classifier, cbptt_epoch, make_data, paired_ratio, peak_mib,
     time_alternating,
 )
 
@@ -95,15 +95,10 @@ def predict(args):
 
 
 def measure_memory(n_steps, truncate, cell):
-    """Peak RSS of one epoch above the RSS before it, in MiB (this process)."""
+    """Peak memory of one (first) epoch, in MiB."""
     cfg = dict(MEMORY_CONFIG, T=n_steps)
     X, y = make_data(cfg, np.float32)
-    epoch = cbptt_epoch(cfg, X, y, 2, cell, bptt_truncate=truncate)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
-    before = _status_kib("VmRSS")
-    epoch()
-    return (_status_kib("VmHWM") - before) / 1024
+    return peak_mib(cbptt_epoch(cfg, X, y, 2, cell, bptt_truncate=truncate))
 
 
 def memory(args):
