@@ -44,8 +44,8 @@ cdef extern from "small_gemm.h":
     bint SMALL_SGEMM "CBPTT_SMALL_SGEMM"
     const char* INSTRUCTION_SET "CBPTT_INSTRUCTION_SET"
     void small_sgemm "cbptt_small_sgemm"(int m, int n, int k, const float* a, int lda,
-                                         const float* b, int ldb, bint accumulate,
-                                         float* c, int ldc) noexcept nogil
+                                         bint trans_a, const float* b, int ldb,
+                                         bint accumulate, float* c, int ldc) noexcept nogil
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,

@@ -114,6 +114,7 @@ cdef struct Layout:
     intp_t d_gh[MAX_BLOCKS]         # GRU: gradient of the hidden-side pre-activations
     intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from the layer above
     intp_t d_inp[MAX_BLOCKS]        # gradient into inp (layers > 0)
+    intp_t weight_ih_t[MAX_BLOCKS]  # (D_in, G H) transposed weight_ih, for small_sgemm
     intp_t weight_hh_t[MAX_BLOCKS]  # (H, G H) transposed weight_hh, for small_sgemm
     intp_t dh                       # (rows, H_max) running d loss / d h
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
@@ -158,6 +159,7 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
             w.d_out[b] = pos; pos += grad_plane * H if k + 1 < m.n_layers else 0
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
+            w.weight_ih_t[b] = pos; pos += G * H * _input_size(m, k) if _small(H) else 0
             w.weight_hh_t[b] = pos; pos += G * H * H if _small(H) else 0
     w.dh = pos; pos += n_rows * H_max if training else 0
     w.dc = pos; pos += n_rows * H_max if training else 0
@@ -230,23 +232,32 @@ cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
         memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
 
 
+cdef inline void _transpose(const floating* a, intp_t n_rows, intp_t n_cols,
+                            floating* out) noexcept nogil:
+    cdef intp_t i, j
+    for i in range(n_rows):
+        for j in range(n_cols):
+            out[j * n_rows + i] = a[i * n_cols + j]
+
+
 cdef inline bint _small(intp_t H) noexcept nogil:
     """Whether the float32 per-step products of a layer of H units use small_sgemm."""
     return SMALL_SGEMM and H <= SMALL_H_MAX
 
 
-cdef inline void _step_product(bint small, intp_t n_rows, intp_t n, intp_t k,
-                               const floating* a, intp_t lda, const floating* b,
-                               bint trans_b, const floating* b_row_major,
-                               bint accumulate, floating* out, intp_t ld_out) noexcept nogil:
-    """out (+)= a @ op(b) for one step of the recurrence, op(b) (k, n): BLAS
-    reads b, (n, k) if trans_b else (k, n); the small kernel reads the same
-    product's right side as a (k, n) row-major matrix, b_row_major."""
+cdef inline void _product(bint small, intp_t m, intp_t n, intp_t k,
+                          const floating* a, intp_t lda, bint trans_a,
+                          const floating* b, bint trans_b, const floating* b_row_major,
+                          bint accumulate, floating* out, intp_t ld_out) noexcept nogil:
+    """out (+)= op(a) @ op(b), op(a) (m, k) and op(b) (k, n), in a small-H
+    layer's kernel or BLAS. BLAS reads b as stored, (n, k) if trans_b else
+    (k, n); the small kernel reads op(b) as the (k, n) row-major matrix
+    b_row_major (a transposed copy of b when trans_b)."""
     if floating is float:
         if small:
-            small_sgemm(n_rows, n, k, a, lda, b_row_major, n, accumulate, out, ld_out)
+            small_sgemm(m, n, k, a, lda, trans_a, b_row_major, n, accumulate, out, ld_out)
             return
-    gemm(False, trans_b, n_rows, n, k, 1, a, lda, b, k if trans_b else n,
+    gemm(trans_a, trans_b, m, n, k, 1, a, lda, b, k if trans_b else n,
          1 if accumulate else 0, out, ld_out)
 
 
@@ -267,12 +278,17 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* hs = ws + w.hs[b]
     cdef floating* aux = ws + w.aux[b]
     cdef floating* gh = ws + w.gh
+    cdef floating* weight_ih_t = ws + w.weight_ih_t[b]
     cdef floating* weight_hh_t = ws + w.weight_hh_t[b]
     cdef bint small = floating is float and _small(H)
     cdef intp_t i, j, s, n_rows = c.n_rows, n_active = n_rows, at
 
+    if small:
+        _transpose(weight_ih, GH, D_in, weight_ih_t)
+        _transpose(weight_hh, GH, H, weight_hh_t)
     # Input projection for every step at once: gates = inp @ weight_ih^T.
-    gemm(False, True, n_rows * T1, GH, D_in, 1, inp, D_in, weight_ih, D_in, 0, gates, GH)
+    _product(small, n_rows * T1, GH, D_in, inp, D_in, False, weight_ih, True, weight_ih_t,
+             False, gates, GH)
     # Only what the time loop does not write is set: the initial state
     # (step 0) and hs past each sequence's end (zero: the weight-gradient
     # GEMMs read it, so it must not hold stale workspace).
@@ -285,10 +301,6 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
         _zero_rows(hs, H, T1, 0, 0, n_rows)
         if m.cell != RNN:
             _zero_rows(aux, H, T1, 0, 0, n_rows)
-    if small:
-        for i in range(GH):
-            for j in range(H):
-                weight_hh_t[j * GH + i] = weight_hh[i * H + j]
     for s in range(1, S + 1):
         while c.length[n_active - 1] < s:
             n_active -= 1
@@ -296,13 +308,13 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
         # The recurrent product (a zero h_0 needs none).
         if m.cell == GRU:
             if s > 1 or from_state:
-                _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
-                              weight_hh, True, weight_hh_t, False, gh, GH)
+                _product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
+                         weight_hh, True, weight_hh_t, False, gh, GH)
             else:
                 memset(gh, 0, n_active * GH * sizeof(floating))
         elif s > 1 or from_state:
-            _step_product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H,
-                          weight_hh, True, weight_hh_t, True, gates + s * GH, T1 * GH)
+            _product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
+                     weight_hh, True, weight_hh_t, True, gates + s * GH, T1 * GH)
         for i in range(n_active):
             at = i * T1 + s
             if m.cell == RNN:
@@ -382,12 +394,14 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         if s > 1:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
-            _step_product(small, n_active, H, GH, d_gh + s * GH, T1 * GH, weight_hh,
-                          False, weight_hh, m.cell == GRU, dh, H)
+            _product(small, n_active, H, GH, d_gh + s * GH, T1 * GH, False, weight_hh,
+                     False, weight_hh, m.cell == GRU, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
-    gemm(True, False, GH, D_in, n_rows * T1, 1, d_gates, GH, inp, D_in, 0, grad_weight_ih, D_in)
-    gemm(True, False, GH, H, n_rows * T1 - 1, 1, d_gh + GH, GH, hs, H, 0, grad_weight_hh, H)
+    _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
+             grad_weight_ih, D_in)
+    _product(small, GH, H, n_rows * T1 - 1, d_gh + GH, GH, True, hs, False, hs, False,
+             grad_weight_hh, H)
     column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
     if m.cell == GRU:
         column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
@@ -396,8 +410,8 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         memcpy(grad_bias_hh, grad_bias_ih, GH * sizeof(floating))
     if k > 0:
         # Backprop into the layer's input: d_inp = d_gates @ W_ih.
-        gemm(False, False, n_rows * T1, D_in, GH, 1, d_gates, GH, weight_ih, D_in,
-             0, ws + w.d_inp[b], D_in)
+        _product(small, n_rows * T1, D_in, GH, d_gates, GH, False, weight_ih, False,
+                 weight_ih, False, ws + w.d_inp[b], D_in)
 
 
 cdef void _forward_segment(const Model* m, const Layout* w, const floating* X,

@@ -17,7 +17,14 @@
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#include <stddef.h>
 #define CBPTT_SMALL_SGEMM 1
+
+#if defined(_MSC_VER)
+#define CBPTT_NOINLINE __declspec(noinline)
+#else
+#define CBPTT_NOINLINE __attribute__((noinline))
+#endif
 
 /* Vectors of W floats; a block of C is ROWS rows x 2 vectors, its ragged
  * right edge cut by the lane masks MASK0 and MASK1. */
@@ -53,8 +60,17 @@ static cbptt_mask cbptt_lane_mask(int left)
 }
 #endif
 
-/* C[ROWS, 2 W] (+)= A[ROWS, k] @ B[k, 2 W]; ROWS is a compile-time constant
- * so that the accumulators stay in registers. */
+/* Rows of C per register block: 8 x 2 vectors of accumulators fit the 32
+ * AVX-512 registers, 4 x 2 the 16 of AVX2. */
+#if defined(__AVX512F__)
+#define CBPTT_ROWS 8
+#else
+#define CBPTT_ROWS 4
+#endif
+
+/* C[ROWS, 2 W] (+)= A[ROWS, k] @ B[k, 2 W], where A(r, p) = a[r * a_row + p *
+ * a_col]; ROWS is a compile-time constant so that the accumulators stay in
+ * registers. */
 #define CBPTT_BLOCK(ROWS)                                                        \
     do {                                                                         \
         cbptt_vec acc[ROWS][2];                                                  \
@@ -65,10 +81,11 @@ static cbptt_mask cbptt_lane_mask(int left)
                                     : CBPTT_ZERO();                              \
         }                                                                        \
         for (p_ = 0; p_ < k; p_++) {                                             \
-            cbptt_vec b0 = CBPTT_LOAD(b + p_ * ldb, mask0);                      \
-            cbptt_vec b1 = CBPTT_LOAD(b + p_ * ldb + CBPTT_W, mask1);            \
+            const float *a_p = a + (size_t)p_ * a_col;                           \
+            cbptt_vec b0 = CBPTT_LOAD(b + (size_t)p_ * ldb, mask0);              \
+            cbptt_vec b1 = CBPTT_LOAD(b + (size_t)p_ * ldb + CBPTT_W, mask1);    \
             for (r_ = 0; r_ < ROWS; r_++) {                                      \
-                cbptt_vec x = CBPTT_SPLAT(a[r_ * lda + p_]);                     \
+                cbptt_vec x = CBPTT_SPLAT(a_p[r_ * a_row]);                      \
                 acc[r_][0] = CBPTT_FMA(x, b0, acc[r_][0]);                       \
                 acc[r_][1] = CBPTT_FMA(x, b1, acc[r_][1]);                       \
             }                                                                    \
@@ -79,35 +96,41 @@ static cbptt_mask cbptt_lane_mask(int left)
         }                                                                        \
     } while (0)
 
-/* The first min(n, 2 W) columns, 4 rows at a time. */
-static void cbptt_small_sgemm_panel(int m, int n, int k, const float *a, int lda,
-                                    const float *b, int ldb, int accumulate,
-                                    float *c, int ldc)
+/* The first min(n, 2 W) columns, CBPTT_ROWS rows at a time. Kept out of line:
+ * inlined into a large caller, its loop lost its registers to spills. */
+static CBPTT_NOINLINE void cbptt_small_sgemm_panel(
+    int m, int n, int k, const float *a, ptrdiff_t a_row, ptrdiff_t a_col,
+    const float *b, int ldb, int accumulate, float *c, int ldc)
 {
     cbptt_mask mask0 = cbptt_lane_mask(n), mask1 = cbptt_lane_mask(n - CBPTT_W);
     int i;
-    for (i = 0; i + 4 <= m; i += 4, a += 4 * lda, c += 4 * ldc)
-        CBPTT_BLOCK(4);
-    for (; i < m; i++, a += lda, c += ldc)
+    for (i = 0; i + CBPTT_ROWS <= m; i += CBPTT_ROWS, a += CBPTT_ROWS * a_row,
+                                     c += (size_t)CBPTT_ROWS * ldc)
+        CBPTT_BLOCK(CBPTT_ROWS);
+    for (; i < m; i++, a += a_row, c += ldc)
         CBPTT_BLOCK(1);
 }
 
+/* Row-major C[m, n] (+)= op(A)[m, k] @ B[k, n]; op(A) is A, stored (m, k), or
+ * with trans_a the transpose of A stored (k, m); lda is A's row stride. */
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
-                              const float *b, int ldb, int accumulate,
+                              int trans_a, const float *b, int ldb, int accumulate,
                               float *c, int ldc)
 {
+    ptrdiff_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
     int j;
     for (j = 0; j < n; j += 2 * CBPTT_W)
-        cbptt_small_sgemm_panel(m, n - j, k, a, lda, b + j, ldb, accumulate,
+        cbptt_small_sgemm_panel(m, n - j, k, a, a_row, a_col, b + j, ldb, accumulate,
                                 c + j, ldc);
 }
 
 #else
 #define CBPTT_SMALL_SGEMM 0
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
-                              const float *b, int ldb, int accumulate, float *c, int ldc)
+                              int trans_a, const float *b, int ldb, int accumulate,
+                              float *c, int ldc)
 {
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb;
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)trans_a; (void)b; (void)ldb;
     (void)accumulate; (void)c; (void)ldc;
 }
 #endif
