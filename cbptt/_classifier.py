@@ -179,17 +179,14 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         self : RNNClassifier
         """
         X, lengths, y, sample_weight = self._check_fit_data(X, y, sample_weight)
-        if not self.warm_start or not hasattr(self, "classes_"):
-            classes = unique_labels(y)
-        else:
-            classes = self.classes_
-            self._check_labels_known(y)
+        warm = self.warm_start and hasattr(self, "classes_")
+        classes = self.classes_ if warm else unique_labels(y)
         if len(classes) < 2:
             raise ValueError(
                 f"RNNClassifier needs samples of at least 2 classes in the data; "
                 f"got 1 class: {classes[0]!r}."
             )
-        y_index = np.searchsorted(classes, y).astype(np.intp)
+        y_index = _label_indices(y, classes)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=False)
         # Set once training succeeded: a failed fit leaves no half-fitted model.
         self.classes_ = classes
@@ -225,7 +222,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
             classes = unique_labels(classes)
             if len(classes) < 2:
                 raise ValueError("classes must contain at least 2 labels.")
-        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+        elif classes is not None and not np.array_equal(self.classes_, np.unique(classes)):
             raise ValueError(
                 f"classes={classes!r} differs from the classes of the previous "
                 f"call, {self.classes_!r}."
@@ -234,8 +231,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         X, lengths, y, sample_weight = self._check_fit_data(X, y, sample_weight, n_features)
         if not first_call:
             classes = self.classes_
-        self._check_labels_known(y, classes)
-        y_index = np.searchsorted(classes, y).astype(np.intp)
+        y_index = _label_indices(y, classes)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=True)
         if first_call:  # only once training succeeded, as in fit
             self.classes_ = classes
@@ -304,15 +300,6 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
                 raise ValueError("sample_weight must have a positive sum.")
         return X, lengths, y, sample_weight
 
-    def _check_labels_known(self, y, classes=None):
-        classes = self.classes_ if classes is None else classes
-        unknown = np.setdiff1d(unique_labels(y), classes)
-        if len(unknown):
-            raise ValueError(
-                f"y contains labels {unknown.tolist()} not in classes_ "
-                f"{classes.tolist()}."
-            )
-
     def _logits(self, X):
         check_is_fitted(self)
         X, lengths = check_sequences(
@@ -362,3 +349,16 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         return tags
+
+
+def _label_indices(y, classes):
+    """The index of each label of y in the sorted array classes; a ValueError
+    names the labels of y that are not in classes."""
+    indices = np.searchsorted(classes, y).clip(max=len(classes) - 1)
+    unknown = classes[indices] != y
+    if np.any(unknown):
+        raise ValueError(
+            f"y contains labels {np.unique(y[unknown]).tolist()} not in classes_ "
+            f"{classes.tolist()}."
+        )
+    return indices.astype(np.intp)
