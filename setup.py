@@ -253,7 +253,7 @@ def _extensions():
                 ("CBPTT_DEBUG_BUILD", "1" if debug else "0"),
             ],
             depends=[_configuration_stamp(debug), "cbptt/_kernels/small_gemm.h",
-                     "cbptt/_kernels/_network.pxi"],
+                     "cbptt/_kernels/tanh.h", "cbptt/_kernels/_network.pxi"],
         )
         for name in KERNELS + list(ISA_VARIANTS)
     ]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cbptt import RNNClassifier, loss_and_grad
+from cbptt._kernels import network as kernels
 from cbptt._kernels._utils import tanh_float32
 
 try:
@@ -271,7 +272,8 @@ def test_fit_bit_identical_for_any_thread_count(params):
             np.testing.assert_array_equal(fit.weights_[name], fits[0].weights_[name])
 
 
-def test_float32_tanh_within_6_ulp():
+@pytest.mark.parametrize("form", ["scalar", "vector"])
+def test_float32_tanh_within_6_ulp(form):
     x = np.concatenate([
         np.linspace(-20, 20, 400_001),
         np.geomspace(1e-38, 20, 20_000),
@@ -279,7 +281,7 @@ def test_float32_tanh_within_6_ulp():
         [0.0, np.float32(np.finfo(np.float32).max), -np.float32(np.finfo(np.float32).max)],
     ]).astype(np.float32)
     out = np.empty_like(x)
-    tanh_float32(x, out)
+    (tanh_float32 if form == "scalar" else kernels.tanh_float32)(x, out)
     exact = np.tanh(x.astype(np.float64))
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(out - exact) / ulp) < 6

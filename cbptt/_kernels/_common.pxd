@@ -38,14 +38,21 @@ cdef extern from *:
     void restore_fp_mode "cbptt_restore_fp_mode"(unsigned int mode) noexcept nogil
 
 
-# Small row-major float32 products C (+)= A @ B in AVX-512 or AVX2 intrinsics
-# (small_gemm.h); SMALL_SGEMM is 0 in a baseline build, where it does nothing.
+# Small row-major float32 products C (+)= op(A) @ B in AVX-512 or AVX2
+# intrinsics, and the Elman step fused with its bias and activation
+# (small_gemm.h); SMALL_SGEMM is 0 in a baseline build, where they do nothing.
 cdef extern from "small_gemm.h":
     bint SMALL_SGEMM "CBPTT_SMALL_SGEMM"
     const char* INSTRUCTION_SET "CBPTT_INSTRUCTION_SET"
     void small_sgemm "cbptt_small_sgemm"(int m, int n, int k, const float* a, int lda,
                                          bint trans_a, const float* b, int ldb,
                                          bint accumulate, float* c, int ldc) noexcept nogil
+    void small_elman_step "cbptt_small_elman_step"(
+        int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+        const float* bias_ih, const float* bias_hh, bint relu, float* c, int ldc) noexcept nogil
+    # The vector form of tanh_approx over an array (for tests).
+    void tanh_vector_array "cbptt_tanh_vector_array"(const float* x, float* out,
+                                                     int n) noexcept nogil
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -66,31 +73,10 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-cdef inline float tanh_approx(float x) noexcept nogil:
-    """tanh for float32 as a rational function: branch-free, so loops over it
-    vectorize (libm's tanhf is a scalar call that cost more than the GEMMs at
-    small H).
-
-    x * P(x^2) / Q(x^2) on the input clamped to [-9, 9] (|tanh| rounds to 1
-    beyond), the result clamped to [-1, 1]. Coefficients fitted to tanh by
-    least squares on the relative error; the largest error over all floats is
-    under 6 ulp (tests/test_kernels.py checks it).
-    """
-    # Every constant is cast to float: a bare literal is a C double and would
-    # turn the whole evaluation into double precision.
-    cdef float z, p, q
-    x = x if x < <float> 9.0 else <float> 9.0
-    x = x if x > <float> -9.0 else <float> -9.0
-    z = x * x
-    p = ((((<float> 1.3671897391986931e-08 * z + <float> 2.0838324417127296e-05) * z
-           + <float> 0.003509531496092677) * z + <float> 0.13392770290374756) * z
-         + <float> 1.0)
-    q = ((((<float> 7.906486416686676e-07 * z + <float> 0.0003308428858872503) * z
-           + <float> 0.025930041447281837) * z + <float> 0.4672608971595764) * z
-         + <float> 1.0)
-    x = x * p / q
-    x = x if x < <float> 1.0 else <float> 1.0
-    return x if x > <float> -1.0 else <float> -1.0
+# float32 tanh as a rational function (tanh.h): branch-free, so loops over it
+# vectorize.
+cdef extern from "tanh.h":
+    float tanh_approx "cbptt_tanhf"(float x) noexcept nogil
 
 
 cdef inline floating tanh_(floating x) noexcept nogil:

@@ -49,8 +49,8 @@ from cbptt._kernels._cells cimport (
 )
 from cbptt._kernels._common cimport (
     add_bias_rows, column_sums, floating, flush_denormals, gather_time_shifted, gemm,
-    INSTRUCTION_SET, intp_t, restore_fp_mode, SMALL_SGEMM, small_sgemm,
-    softmax_cross_entropy, sqrt_,
+    INSTRUCTION_SET, intp_t, restore_fp_mode, SMALL_SGEMM, small_elman_step, small_sgemm,
+    softmax_cross_entropy, sqrt_, tanh_vector_array,
 )
 
 cdef enum:
@@ -305,6 +305,14 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
         while c.length[n_active - 1] < s:
             n_active -= 1
         _zero_rows(hs, H, T1, s, n_active, n_rows)
+        if floating is float:
+            if small and m.cell == RNN:
+                # Product, biases and activation in one pass (k = 0: no
+                # product from a zero h_0).
+                small_elman_step(n_active, H, H if s > 1 or from_state else 0,
+                                 hs + (s - 1) * H, T1 * H, weight_hh_t, H, bias_ih,
+                                 bias_hh, m.relu, gates + s * GH, T1 * GH)
+                continue
         # The recurrent product (a zero h_0 needs none).
         if m.cell == GRU:
             if s > 1 or from_state:
@@ -587,6 +595,12 @@ cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
 
 def max_layers():
     return MAX_LAYERS
+
+
+def tanh_float32(const float[::1] x, float[::1] out):
+    """The vector float32 tanh of the fused Elman step (small_gemm.h), applied
+    to x, into out (for tests; the scalar form in a baseline build)."""
+    tanh_vector_array(&x[0], &out[0], x.shape[0])
 
 
 def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
