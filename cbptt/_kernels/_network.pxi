@@ -323,14 +323,19 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
         elif s > 1 or from_state:
             _product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
                      weight_hh, True, weight_hh_t, True, gates + s * GH, T1 * GH)
-        for i in range(n_active):
-            at = i * T1 + s
-            if m.cell == RNN:
+        # One loop per cell, as in _layer_backward.
+        if m.cell == RNN:
+            for i in range(n_active):
+                at = i * T1 + s
                 rnn_forward(H, m.relu, gates + at * GH, bias_ih, bias_hh, hs + at * H)
-            elif m.cell == LSTM:
+        elif m.cell == LSTM:
+            for i in range(n_active):
+                at = i * T1 + s
                 lstm_forward(H, gates + at * GH, bias_ih, bias_hh, aux + (at - 1) * H,
                              aux + at * H, hs + at * H)
-            else:
+        else:
+            for i in range(n_active):
+                at = i * T1 + s
                 gru_forward(H, gates + at * GH, gh + i * GH, bias_ih, bias_hh,
                             hs + (at - 1) * H, aux + at * H, hs + at * H)
 
@@ -384,21 +389,28 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         _zero_rows(d_gates, GH, T1, s, n_active, n_rows)
         if m.cell == GRU:
             _zero_rows(d_gh, GH, T1, s, n_active, n_rows)
-        for i in range(n_active):
-            at = i * T1 + s
-            dh_i = dh + i * H
-            if d_head == NULL:
-                # The gradient at h_s: from step s + 1 (in dh) and from above.
+        if d_head == NULL:
+            # The gradient at h_s: from step s + 1 (in dh) and from above.
+            for i in range(n_active):
+                dh_i = dh + i * H
                 for j in range(H):
-                    dh_i[j] += d_out[at * H + j]
-            if m.cell == RNN:
-                rnn_backward(H, m.relu, dh_i, hs + at * H, d_gates + at * GH)
-            elif m.cell == LSTM:
-                lstm_backward(H, dh_i, dc + i * H, gates + at * GH, aux + (at - 1) * H,
+                    dh_i[j] += d_out[(i * T1 + s) * H + j]
+        # One loop per cell: a cell test inside the loop kept every cell's
+        # pointers live in it.
+        if m.cell == RNN:
+            for i in range(n_active):
+                at = i * T1 + s
+                rnn_backward(H, m.relu, dh + i * H, hs + at * H, d_gates + at * GH)
+        elif m.cell == LSTM:
+            for i in range(n_active):
+                at = i * T1 + s
+                lstm_backward(H, dh + i * H, dc + i * H, gates + at * GH, aux + (at - 1) * H,
                               aux + at * H, d_gates + at * GH)
-            else:
-                gru_backward(H, dh_i, gates + at * GH, aux + at * H, hs + (at - 1) * H,
-                             d_gates + at * GH, d_gh + at * GH)
+        else:
+            for i in range(n_active):
+                at = i * T1 + s
+                gru_backward(H, dh + i * H, gates + at * GH, aux + at * H,
+                             hs + (at - 1) * H, d_gates + at * GH, d_gh + at * GH)
         if s > 1:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
