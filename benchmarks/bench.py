@@ -282,7 +282,7 @@ def run_config(name, cfg, cell, args):
     for other in ("torch", "numpy"):
         if other in times:
             row["ratio"][other] = paired_ratio(times["cbptt"], times[other])
-            print(f"  cbptt/{other}: {row['ratio'][other]:.2f}")
+            print(f"  cbptt/{other}: {row['ratio'][other]:.3f}")
     row["gflops"] = gflop / row["median"]["cbptt"]
     return row
 
@@ -295,7 +295,7 @@ def print_table(rows):
         m, q = r["median"], r["ratio"]
         print(f"| {r['config']} | {r['cell']} | {m['cbptt']:.3f} "
               f"| {fmt(m.get('torch'), '.3f')} | {fmt(m.get('numpy'), '.3f')} "
-              f"| {fmt(q.get('torch'), '.2f')} | {fmt(q.get('numpy'), '.2f')} "
+              f"| {fmt(q.get('torch'), '.3f')} | {fmt(q.get('numpy'), '.3f')} "
               f"| {r['gflops']:.1f} ({100 * r['share']['cbptt']:.0f}%) |")
 
 
