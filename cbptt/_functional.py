@@ -7,6 +7,8 @@ knows the layout and which kernel to call; the estimator and ``loss_and_grad``
 both go through it.
 """
 
+import functools
+
 import numpy as np
 
 from cbptt._kernels import network as _network
@@ -48,7 +50,7 @@ class Network:
         self.n_dirs = 2 if bidirectional else 1
         self._workspace = {}
 
-    @property
+    @functools.cached_property
     def shapes(self):
         """``[(name, shape), ...]`` in flat-vector order (PyTorch's names)."""
         shapes = []
@@ -68,7 +70,7 @@ class Network:
             ("bias_out", (self.n_classes,)),
         ]
 
-    @property
+    @functools.cached_property
     def n_params(self):
         return sum(int(np.prod(shape)) for _, shape in self.shapes)
 
