@@ -403,9 +403,11 @@ def _kernels_for(instruction_set):
 @pytest.mark.parametrize("instruction_set", ["baseline", "avx2", "avx512"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_every_instruction_set_matches_reference(instruction_set, cell, monkeypatch):
-    # x86-64 builds carry the kernels compiled three times, and the per-step
-    # products of layers up to 64 units run in intrinsics (float32 only):
-    # 40 units cover whole and ragged vector blocks, 70 the BLAS path.
+    # x86-64 builds carry the kernels compiled three times. In float32 the
+    # per-step products run in intrinsics at any size, and so do all products
+    # of layers up to 64 units: 40 units cover whole and ragged vector
+    # blocks, 70 (three panels, the last ragged) the per-step products in
+    # intrinsics with BLAS for the products over all steps.
     import cbptt._functional
 
     kernels = _kernels_for(instruction_set)

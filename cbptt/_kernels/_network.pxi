@@ -49,7 +49,8 @@ from cbptt._kernels._cells cimport (
 )
 from cbptt._kernels._common cimport (
     add_bias_rows, column_sums, floating, flush_denormals, gather_time_shifted, gemm,
-    INSTRUCTION_SET, intp_t, restore_fp_mode, SMALL_SGEMM, small_elman_step, small_sgemm,
+    INSTRUCTION_SET, intp_t, pack, restore_fp_mode, SMALL_PANEL, SMALL_SGEMM,
+    small_elman_step, small_sgemm,
     softmax_cross_entropy, sqrt_, tanh_vector_array,
 )
 
@@ -60,9 +61,11 @@ cdef enum:
     # for efficient input-projection GEMMs.
     BLOCK_STEPS = 64
     MAX_BLOCKS = 2 * MAX_LAYERS     # (layer, direction) pairs
-    # Up to this hidden size, the float32 per-step recurrent products use
-    # small_gemm.h instead of BLAS (where the module has it): measured faster
-    # at H = 32 and 64, slower at 128.
+    # Where the module has small_gemm.h, the float32 per-step products use
+    # it at any hidden size, with packed weights (measured 12-31% less time
+    # per epoch than BLAS at H = 128 and 512); up to this hidden size so do
+    # the products over all steps, whose large inner dimension favours BLAS
+    # beyond it.
     SMALL_H_MAX = 64
 
 # The instruction set these kernels were compiled for: "baseline", "avx2" or
@@ -114,8 +117,10 @@ cdef struct Layout:
     intp_t d_gh[MAX_BLOCKS]         # GRU: gradient of the hidden-side pre-activations
     intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from the layer above
     intp_t d_inp[MAX_BLOCKS]        # gradient into inp (layers > 0)
-    intp_t weight_ih_t[MAX_BLOCKS]  # (D_in, G H) transposed weight_ih, for small_sgemm
-    intp_t weight_hh_t[MAX_BLOCKS]  # (H, G H) transposed weight_hh, for small_sgemm
+    # Weights packed for small_sgemm (small_gemm.h's cbptt_pack):
+    intp_t weight_ih_t[MAX_BLOCKS]  # weight_ih^T, (D_in, G H)
+    intp_t weight_hh_t[MAX_BLOCKS]  # weight_hh^T, (H, G H)
+    intp_t weight_hh_p[MAX_BLOCKS]  # weight_hh, (G H, H), for the backward pass
     intp_t dh                       # (rows, H_max) running d loss / d h
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
     intp_t gh                       # (rows, 3 H_max) W_hh h_prev of one step (GRU)
@@ -159,8 +164,11 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
             w.d_out[b] = pos; pos += grad_plane * H if k + 1 < m.n_layers else 0
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
-            w.weight_ih_t[b] = pos; pos += G * H * _input_size(m, k) if _small(H) else 0
-            w.weight_hh_t[b] = pos; pos += G * H * H if _small(H) else 0
+            w.weight_ih_t[b] = pos
+            pos += _packed_size(_input_size(m, k), G * H) if _small(H) else 0
+            w.weight_hh_t[b] = pos; pos += _packed_size(H, G * H) if SMALL_SGEMM else 0
+            w.weight_hh_p[b] = pos
+            pos += _packed_size(G * H, H) if SMALL_SGEMM and training else 0
     w.dh = pos; pos += n_rows * H_max if training else 0
     w.dc = pos; pos += n_rows * H_max if training else 0
     w.gh = pos; pos += n_rows * 3 * H_max
@@ -232,33 +240,40 @@ cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
         memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
 
 
-cdef inline void _transpose(const floating* a, intp_t n_rows, intp_t n_cols,
-                            floating* out) noexcept nogil:
-    cdef intp_t i, j
-    for i in range(n_rows):
-        for j in range(n_cols):
-            out[j * n_rows + i] = a[i * n_cols + j]
+cdef inline intp_t _packed_size(intp_t k, intp_t n) noexcept nogil:
+    """Elements of a (k, n) matrix packed for small_sgemm."""
+    return k * ((n + SMALL_PANEL - 1) // SMALL_PANEL) * SMALL_PANEL
 
 
 cdef inline bint _small(intp_t H) noexcept nogil:
-    """Whether the float32 per-step products of a layer of H units use small_sgemm."""
+    """Whether all float32 products of a layer of H units use small_sgemm;
+    the per-step products do at any H (where the module has it)."""
     return SMALL_SGEMM and H <= SMALL_H_MAX
 
 
 cdef inline void _product(bint small, intp_t m, intp_t n, intp_t k,
                           const floating* a, intp_t lda, bint trans_a,
-                          const floating* b, bint trans_b, const floating* b_row_major,
-                          bint accumulate, floating* out, intp_t ld_out) noexcept nogil:
-    """out (+)= op(a) @ op(b), op(a) (m, k) and op(b) (k, n), in a small-H
-    layer's kernel or BLAS. BLAS reads b as stored, (n, k) if trans_b else
-    (k, n); the small kernel reads op(b) as the (k, n) row-major matrix
-    b_row_major (a transposed copy of b when trans_b)."""
+                          const floating* b, bint trans_b, const floating* b_small,
+                          bint packed, bint accumulate, floating* out,
+                          intp_t ld_out) noexcept nogil:
+    """out (+)= op(a) @ op(b), op(a) (m, k) and op(b) (k, n), in small_sgemm
+    or BLAS. BLAS reads b as stored, (n, k) if trans_b else (k, n);
+    small_sgemm reads op(b) from b_small: packed (see _pack), or the (k, n)
+    row-major b itself."""
     if floating is float:
         if small:
-            small_sgemm(m, n, k, a, lda, trans_a, b_row_major, n, accumulate, out, ld_out)
+            small_sgemm(m, n, k, a, lda, trans_a, b_small, n, packed, accumulate, out,
+                        ld_out)
             return
     gemm(trans_a, trans_b, m, n, k, 1, a, lda, b, k if trans_b else n,
          1 if accumulate else 0, out, ld_out)
+
+
+cdef inline void _pack(intp_t k, intp_t n, const floating* b, bint trans_b,
+                       floating* out) noexcept nogil:
+    """Pack op(b) (k, n), b stored (n, k) if trans_b, for small_sgemm."""
+    if floating is float:
+        pack(k, n, b, k if trans_b else n, trans_b, out)
 
 
 cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
@@ -281,14 +296,16 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* weight_ih_t = ws + w.weight_ih_t[b]
     cdef floating* weight_hh_t = ws + w.weight_hh_t[b]
     cdef bint small = floating is float and _small(H)
-    cdef intp_t i, j, s, n_rows = c.n_rows, n_active = n_rows, at
+    cdef bint small_steps = floating is float and SMALL_SGEMM
+    cdef intp_t i, s, n_rows = c.n_rows, n_active = n_rows, at
 
     if small:
-        _transpose(weight_ih, GH, D_in, weight_ih_t)
-        _transpose(weight_hh, GH, H, weight_hh_t)
+        _pack(D_in, GH, weight_ih, True, weight_ih_t)
+    if small_steps:
+        _pack(H, GH, weight_hh, True, weight_hh_t)
     # Input projection for every step at once: gates = inp @ weight_ih^T.
     _product(small, n_rows * T1, GH, D_in, inp, D_in, False, weight_ih, True, weight_ih_t,
-             False, gates, GH)
+             True, False, gates, GH)
     # Only what the time loop does not write is set: the initial state
     # (step 0) and hs past each sequence's end (zero: the weight-gradient
     # GEMMs read it, so it must not hold stale workspace).
@@ -306,23 +323,23 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
             n_active -= 1
         _zero_rows(hs, H, T1, s, n_active, n_rows)
         if floating is float:
-            if small and m.cell == RNN:
+            if small_steps and m.cell == RNN:
                 # Product, biases and activation in one pass (k = 0: no
                 # product from a zero h_0).
                 small_elman_step(n_active, H, H if s > 1 or from_state else 0,
-                                 hs + (s - 1) * H, T1 * H, weight_hh_t, H, bias_ih,
+                                 hs + (s - 1) * H, T1 * H, weight_hh_t, bias_ih,
                                  bias_hh, m.relu, gates + s * GH, T1 * GH)
                 continue
         # The recurrent product (a zero h_0 needs none).
         if m.cell == GRU:
             if s > 1 or from_state:
-                _product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
-                         weight_hh, True, weight_hh_t, False, gh, GH)
+                _product(small_steps, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
+                         weight_hh, True, weight_hh_t, True, False, gh, GH)
             else:
                 memset(gh, 0, n_active * GH * sizeof(floating))
         elif s > 1 or from_state:
-            _product(small, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
-                     weight_hh, True, weight_hh_t, True, gates + s * GH, T1 * GH)
+            _product(small_steps, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
+                     weight_hh, True, weight_hh_t, True, True, gates + s * GH, T1 * GH)
         # One loop per cell, as in _layer_backward.
         if m.cell == RNN:
             for i in range(n_active):
@@ -368,8 +385,13 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dh = ws + w.dh
     cdef floating* dc = ws + w.dc
     cdef floating* dh_i
+    cdef floating* weight_hh_p = ws + w.weight_hh_p[b]
     cdef bint small = floating is float and _small(H)
+    cdef bint small_steps = floating is float and SMALL_SGEMM
     cdef intp_t i, j, s, at, n_rows = c.n_rows, n_active = 0
+
+    if small_steps:
+        _pack(GH, H, weight_hh, False, weight_hh_p)
 
     # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
     # step 0, and the rows past n_active at each step.
@@ -414,14 +436,14 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
         if s > 1:
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
-            _product(small, n_active, H, GH, d_gh + s * GH, T1 * GH, False, weight_hh,
-                     False, weight_hh, m.cell == GRU, dh, H)
+            _product(small_steps, n_active, H, GH, d_gh + s * GH, T1 * GH, False,
+                     weight_hh, False, weight_hh_p, True, m.cell == GRU, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
     _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
-             grad_weight_ih, D_in)
+             False, grad_weight_ih, D_in)
     _product(small, GH, H, n_rows * T1 - 1, d_gh + GH, GH, True, hs, False, hs, False,
-             grad_weight_hh, H)
+             False, grad_weight_hh, H)
     column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
     if m.cell == GRU:
         column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
@@ -431,7 +453,7 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     if k > 0:
         # Backprop into the layer's input: d_inp = d_gates @ W_ih.
         _product(small, n_rows * T1, D_in, GH, d_gates, GH, False, weight_ih, False,
-                 weight_ih, False, ws + w.d_inp[b], D_in)
+                 weight_ih, False, False, ws + w.d_inp[b], D_in)
 
 
 cdef void _forward_segment(const Model* m, const Layout* w, const floating* X,

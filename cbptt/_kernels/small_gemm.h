@@ -1,15 +1,17 @@
-/* Row-major float32 C[m, n] (+)= op(A)[m, k] @ B[k, n] for the products of
- * small-H layers, in AVX-512 or AVX2 intrinsics, optionally ending in the
- * Elman cell's bias and activation.
+/* Row-major float32 C[m, n] (+)= op(A)[m, k] @ B[k, n] in AVX-512 or AVX2
+ * intrinsics, for the per-step products of the recurrence and for every
+ * product of small-H layers, optionally ending in the Elman cell's bias and
+ * activation.
  *
- * Why: at small hidden sizes a step's recurrent product is a few thousand
- * multiply-adds (32 rows x 32 x 32 for H = 32) and BLAS spends about as much
- * on dispatch and packing as on the arithmetic; so do its products over all
- * steps, whose inner dimension is as small (D or H). These kernels keep a
- * block of rows x 2 vectors of C in registers and read B straight from the
- * cache, the ragged edges masked. The Elman step adds its biases and applies
- * tanh or relu to the block while it is still in registers, instead of in a
- * second pass over memory.
+ * Why: a step's recurrent product is small in one dimension (the rows of a
+ * chunk, 32 or 64) and BLAS repacks the weights at every call: at H = 512
+ * that is a 1-4 MB copy per step. Here the weights are packed once per chunk
+ * (cbptt_pack) and each step reads them front to back. At small H, BLAS
+ * spends about as much on dispatch and packing as on the arithmetic, in its
+ * products over all steps too (inner dimension D or H). The kernels keep a
+ * block of rows x 2 vectors of C in registers, the ragged edges masked. The
+ * Elman step adds its biases and applies tanh or relu to each block while
+ * it is in L1, instead of in a second pass over memory.
  *
  * Which kernel is compiled depends on the instruction set the including
  * module is built for (see _network_avx512.pyx); CBPTT_SMALL_SGEMM is 0 in a
@@ -67,6 +69,8 @@ static cbptt_mask cbptt_lane_mask(int left)
 }
 #endif
 #define CBPTT_SPLAT(x) CBPTT_OP(set1)(x)
+/* Columns per panel of C (and of a packed B): two vectors. */
+#define CBPTT_PANEL (2 * CBPTT_W)
 
 /* cbptt_tanhf (tanh.h) on a vector: the same operations, lane by lane. */
 static inline cbptt_vec cbptt_tanh_vec(cbptt_vec x)
@@ -170,38 +174,61 @@ static CBPTT_NOINLINE void cbptt_small_sgemm_panel(
     }
 }
 
+/* B[k, n] is row-major with row stride ldb or, with packed, in the layout of
+ * cbptt_pack (ldb unused). */
 static void cbptt_small_gemm_epilogue(int m, int n, int k, const float *a, int lda,
-                                      int trans_a, const float *b, int ldb,
+                                      int trans_a, const float *b, int ldb, int packed,
                                       int accumulate, int epilogue, const float *bias_ih,
                                       const float *bias_hh, float *c, int ldc)
 {
     ptrdiff_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
     int j;
-    for (j = 0; j < n; j += 2 * CBPTT_W)
-        cbptt_small_sgemm_panel(m, n - j, k, a, a_row, a_col, b + j, ldb, accumulate,
-                                epilogue, bias_ih ? bias_ih + j : NULL,
+    for (j = 0; j < n; j += CBPTT_PANEL)
+        cbptt_small_sgemm_panel(m, n - j, k, a, a_row, a_col,
+                                packed ? b + (size_t)j * k : b + j,
+                                packed ? CBPTT_PANEL : ldb, accumulate, epilogue,
+                                bias_ih ? bias_ih + j : NULL,
                                 bias_hh ? bias_hh + j : NULL, c + j, ldc);
 }
 
 /* Row-major C[m, n] (+)= op(A)[m, k] @ B[k, n]; op(A) is A, stored (m, k), or
- * with trans_a the transpose of A stored (k, m); lda is A's row stride. */
+ * with trans_a the transpose of A stored (k, m); lda is A's row stride. B as
+ * in cbptt_small_gemm_epilogue. */
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
-                              int trans_a, const float *b, int ldb, int accumulate,
-                              float *c, int ldc)
+                              int trans_a, const float *b, int ldb, int packed,
+                              int accumulate, float *c, int ldc)
 {
-    cbptt_small_gemm_epilogue(m, n, k, a, lda, trans_a, b, ldb, accumulate,
+    cbptt_small_gemm_epilogue(m, n, k, a, lda, trans_a, b, ldb, packed, accumulate,
                               CBPTT_STORE_ONLY, NULL, NULL, c, ldc);
 }
 
 /* One Elman step for m rows of n units: C = f(C + A[m, k] @ B[k, n] + b_ih +
- * b_hh), f tanh or relu, with C holding the input projection on entry. */
+ * b_hh), f tanh or relu, with C holding the input projection on entry; B
+ * packed (cbptt_pack). */
 static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
-                                   const float *b, int ldb, const float *bias_ih,
+                                   const float *b_packed, const float *bias_ih,
                                    const float *bias_hh, int relu, float *c, int ldc)
 {
-    cbptt_small_gemm_epilogue(m, n, k, a, lda, 0, b, ldb, 1,
+    cbptt_small_gemm_epilogue(m, n, k, a, lda, 0, b_packed, 0, 1, 1,
                               relu ? CBPTT_BIAS_RELU : CBPTT_BIAS_TANH, bias_ih, bias_hh,
                               c, ldc);
+}
+
+/* Copy op(S)[k, n] (op(S)[p, j] = S[p * ld + j], or S[j * ld + p] with trans)
+ * into dst in panels: panel q, columns [q P, q P + P) for P = CBPTT_PANEL, is
+ * a contiguous row-major (k, P) block at dst + q P k, zero past column n.
+ * The kernels then read B front to back, which the hardware prefetches; a
+ * strided walk down a wide row-major B was 25-55% slower than BLAS once B
+ * outgrew L2. */
+static void cbptt_pack(int k, int n, const float *src, int ld, int trans, float *dst)
+{
+    int j, p, col;
+    for (j = 0; j < n; j += CBPTT_PANEL)
+        for (p = 0; p < k; p++, dst += CBPTT_PANEL)
+            for (col = 0; col < CBPTT_PANEL; col++)
+                dst[col] = j + col >= n ? 0.0f
+                           : trans ? src[(size_t)(j + col) * ld + p]
+                                   : src[(size_t)p * ld + j + col];
 }
 
 /* The kernels' vector tanh over an array (for tests). */
@@ -216,19 +243,24 @@ static void cbptt_tanh_vector_array(const float *x, float *out, int n)
 
 #else
 #define CBPTT_SMALL_SGEMM 0
+#define CBPTT_PANEL 1
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
-                              int trans_a, const float *b, int ldb, int accumulate,
-                              float *c, int ldc)
+                              int trans_a, const float *b, int ldb, int packed,
+                              int accumulate, float *c, int ldc)
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)trans_a; (void)b; (void)ldb;
-    (void)accumulate; (void)c; (void)ldc;
+    (void)packed; (void)accumulate; (void)c; (void)ldc;
 }
 static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
-                                   const float *b, int ldb, const float *bias_ih,
+                                   const float *b_packed, const float *bias_ih,
                                    const float *bias_hh, int relu, float *c, int ldc)
 {
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb;
+    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b_packed;
     (void)bias_ih; (void)bias_hh; (void)relu; (void)c; (void)ldc;
+}
+static void cbptt_pack(int k, int n, const float *src, int ld, int trans, float *dst)
+{
+    (void)k; (void)n; (void)src; (void)ld; (void)trans; (void)dst;
 }
 static void cbptt_tanh_vector_array(const float *x, float *out, int n)
 {
