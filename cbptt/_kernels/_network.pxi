@@ -634,7 +634,10 @@ def max_layers():
 def tanh_float32(const float[::1] x, float[::1] out):
     """The vector float32 tanh of the fused Elman step (small_gemm.h), applied
     to x, into out (for tests; the scalar form in a baseline build)."""
-    tanh_vector_array(&x[0], &out[0], x.shape[0])
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out must have the length of x")
+    if x.shape[0]:
+        tanh_vector_array(&x[0], &out[0], x.shape[0])
 
 
 def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
