@@ -127,7 +127,7 @@ class Network:
             size = max(size, _network.workspace_size(
                 _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs,
                 self.n_features, self.n_classes, min(n_batch, rows), max_steps,
-                training, truncate if training else max_steps,
+                training, truncate if training else max_steps, dtype == np.float32,
             ))
             n_chunks = max(n_chunks, -(-n_batch // rows) if training else 0)
         key = (np.dtype(dtype), training)

@@ -39,12 +39,11 @@ cdef extern from *:
 
 
 # Small row-major float32 products C (+)= op(A) @ B in AVX-512 or AVX2
-# intrinsics, B row-major or packed in panels of SMALL_PANEL columns (pack),
+# intrinsics, B row-major or packed in column panels (pack, packed_size),
 # and the Elman step fused with its bias and activation (small_gemm.h);
 # SMALL_SGEMM is 0 in a baseline build, where they do nothing.
 cdef extern from "small_gemm.h":
     bint SMALL_SGEMM "CBPTT_SMALL_SGEMM"
-    int SMALL_PANEL "CBPTT_PANEL"
     const char* INSTRUCTION_SET "CBPTT_INSTRUCTION_SET"
     void small_sgemm "cbptt_small_sgemm"(int m, int n, int k, const float* a, int lda,
                                          bint trans_a, const float* b, int ldb,
@@ -55,6 +54,7 @@ cdef extern from "small_gemm.h":
         const float* bias_ih, const float* bias_hh, bint relu, float* c, int ldc) noexcept nogil
     void pack "cbptt_pack"(int k, int n, const float* src, int ld, bint trans,
                            float* dst) noexcept nogil
+    Py_ssize_t packed_size "cbptt_packed_size"(Py_ssize_t k, Py_ssize_t n) noexcept nogil
     # The vector form of tanh_approx over an array (for tests).
     void tanh_vector_array "cbptt_tanh_vector_array"(const float* x, float* out,
                                                      int n) noexcept nogil

@@ -49,7 +49,7 @@ from cbptt._kernels._cells cimport (
 )
 from cbptt._kernels._common cimport (
     add_bias_rows, column_sums, floating, flush_denormals, gather_time_shifted, gemm,
-    INSTRUCTION_SET, intp_t, pack, restore_fp_mode, SMALL_PANEL, SMALL_SGEMM,
+    INSTRUCTION_SET, intp_t, pack, packed_size, restore_fp_mode, SMALL_SGEMM,
     small_elman_step, small_sgemm,
     softmax_cross_entropy, sqrt_, tanh_vector_array,
 )
@@ -86,6 +86,7 @@ cdef struct Model:
     # truncated to them when fewer than the sequence); in predict,
     # BLOCK_STEPS; every step in a bidirectional network.
     intp_t window
+    bint packs                      # float32 in a module with small_gemm.h
     double dropout                  # probability of zeroing a layer's output unit
     uint64_t seed                   # dropout masks hash (seed, sample, step, unit)
     intp_t hidden[MAX_LAYERS]
@@ -118,9 +119,9 @@ cdef struct Layout:
     intp_t d_out[MAX_BLOCKS]        # gradient arriving at hs from the layer above
     intp_t d_inp[MAX_BLOCKS]        # gradient into inp (layers > 0)
     # Weights packed for small_sgemm (small_gemm.h's cbptt_pack):
-    intp_t weight_ih_t[MAX_BLOCKS]  # weight_ih^T, (D_in, G H)
-    intp_t weight_hh_t[MAX_BLOCKS]  # weight_hh^T, (H, G H)
-    intp_t weight_hh_p[MAX_BLOCKS]  # weight_hh, (G H, H), for the backward pass
+    intp_t packed_ih_t[MAX_BLOCKS]  # weight_ih^T, (D_in, G H)
+    intp_t packed_hh_t[MAX_BLOCKS]  # weight_hh^T, (H, G H)
+    intp_t packed_hh[MAX_BLOCKS]    # weight_hh, (G H, H), for the backward pass
     intp_t dh                       # (rows, H_max) running d loss / d h
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
     intp_t gh                       # (rows, 3 H_max) W_hh h_prev of one step (GRU)
@@ -164,11 +165,11 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
             w.d_out[b] = pos; pos += grad_plane * H if k + 1 < m.n_layers else 0
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
-            w.weight_ih_t[b] = pos
-            pos += _packed_size(_input_size(m, k), G * H) if _small(H) else 0
-            w.weight_hh_t[b] = pos; pos += _packed_size(H, G * H) if SMALL_SGEMM else 0
-            w.weight_hh_p[b] = pos
-            pos += _packed_size(G * H, H) if SMALL_SGEMM and training else 0
+            w.packed_ih_t[b] = pos
+            pos += packed_size(_input_size(m, k), G * H) if m.packs and _small(H) else 0
+            w.packed_hh_t[b] = pos; pos += packed_size(H, G * H) if m.packs else 0
+            w.packed_hh[b] = pos
+            pos += packed_size(G * H, H) if m.packs and training else 0
     w.dh = pos; pos += n_rows * H_max if training else 0
     w.dc = pos; pos += n_rows * H_max if training else 0
     w.gh = pos; pos += n_rows * 3 * H_max
@@ -240,15 +241,10 @@ cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
         memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
 
 
-cdef inline intp_t _packed_size(intp_t k, intp_t n) noexcept nogil:
-    """Elements of a (k, n) matrix packed for small_sgemm."""
-    return k * ((n + SMALL_PANEL - 1) // SMALL_PANEL) * SMALL_PANEL
-
-
 cdef inline bint _small(intp_t H) noexcept nogil:
-    """Whether all float32 products of a layer of H units use small_sgemm;
-    the per-step products do at any H (where the module has it)."""
-    return SMALL_SGEMM and H <= SMALL_H_MAX
+    """Whether, where the model packs (Model.packs), all products of a layer
+    of H units use small_sgemm; the per-step products do at any H."""
+    return H <= SMALL_H_MAX
 
 
 cdef inline void _product(bint small, intp_t m, intp_t n, intp_t k,
@@ -293,18 +289,18 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* hs = ws + w.hs[b]
     cdef floating* aux = ws + w.aux[b]
     cdef floating* gh = ws + w.gh
-    cdef floating* weight_ih_t = ws + w.weight_ih_t[b]
-    cdef floating* weight_hh_t = ws + w.weight_hh_t[b]
-    cdef bint small = floating is float and _small(H)
-    cdef bint small_steps = floating is float and SMALL_SGEMM
+    cdef floating* packed_ih_t = ws + w.packed_ih_t[b]
+    cdef floating* packed_hh_t = ws + w.packed_hh_t[b]
+    cdef bint small = m.packs and _small(H)
+    cdef bint small_steps = m.packs
     cdef intp_t i, s, n_rows = c.n_rows, n_active = n_rows, at
 
     if small:
-        _pack(D_in, GH, weight_ih, True, weight_ih_t)
+        _pack(D_in, GH, weight_ih, True, packed_ih_t)
     if small_steps:
-        _pack(H, GH, weight_hh, True, weight_hh_t)
+        _pack(H, GH, weight_hh, True, packed_hh_t)
     # Input projection for every step at once: gates = inp @ weight_ih^T.
-    _product(small, n_rows * T1, GH, D_in, inp, D_in, False, weight_ih, True, weight_ih_t,
+    _product(small, n_rows * T1, GH, D_in, inp, D_in, False, weight_ih, True, packed_ih_t,
              True, False, gates, GH)
     # Only what the time loop does not write is set: the initial state
     # (step 0) and hs past each sequence's end (zero: the weight-gradient
@@ -327,19 +323,19 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
                 # Product, biases and activation in one pass (k = 0: no
                 # product from a zero h_0).
                 small_elman_step(n_active, H, H if s > 1 or from_state else 0,
-                                 hs + (s - 1) * H, T1 * H, weight_hh_t, bias_ih,
+                                 hs + (s - 1) * H, T1 * H, packed_hh_t, bias_ih,
                                  bias_hh, m.relu, gates + s * GH, T1 * GH)
                 continue
         # The recurrent product (a zero h_0 needs none).
         if m.cell == GRU:
             if s > 1 or from_state:
                 _product(small_steps, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
-                         weight_hh, True, weight_hh_t, True, False, gh, GH)
+                         weight_hh, True, packed_hh_t, True, False, gh, GH)
             else:
                 memset(gh, 0, n_active * GH * sizeof(floating))
         elif s > 1 or from_state:
             _product(small_steps, n_active, GH, H, hs + (s - 1) * H, T1 * H, False,
-                     weight_hh, True, weight_hh_t, True, True, gates + s * GH, T1 * GH)
+                     weight_hh, True, packed_hh_t, True, True, gates + s * GH, T1 * GH)
         # One loop per cell, as in _layer_backward.
         if m.cell == RNN:
             for i in range(n_active):
@@ -385,13 +381,13 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dh = ws + w.dh
     cdef floating* dc = ws + w.dc
     cdef floating* dh_i
-    cdef floating* weight_hh_p = ws + w.weight_hh_p[b]
-    cdef bint small = floating is float and _small(H)
-    cdef bint small_steps = floating is float and SMALL_SGEMM
+    cdef floating* packed_hh = ws + w.packed_hh[b]
+    cdef bint small = m.packs and _small(H)
+    cdef bint small_steps = m.packs
     cdef intp_t i, j, s, at, n_rows = c.n_rows, n_active = 0
 
     if small_steps:
-        _pack(GH, H, weight_hh, False, weight_hh_p)
+        _pack(GH, H, weight_hh, False, packed_hh)
 
     # d_gates (and d_gh) must be zero wherever the loop below writes nothing:
     # step 0, and the rows past n_active at each step.
@@ -437,7 +433,7 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
             # Backprop into h_{s-1}: dh = d_gh_s @ W_hh (GRU adds to its direct
             # path dh * z; the other cells have no direct path).
             _product(small_steps, n_active, H, GH, d_gh + s * GH, T1 * GH, False,
-                     weight_hh, False, weight_hh_p, True, m.cell == GRU, dh, H)
+                     weight_hh, False, packed_hh, True, m.cell == GRU, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
     _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
@@ -600,7 +596,7 @@ cdef double _loss_and_grad(const Model* m, const floating* X, const intp_t* leng
 
 cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
                   intp_t n_timesteps, intp_t n_features, intp_t n_classes,
-                  intp_t window, double dropout, uint64_t seed):
+                  intp_t window, double dropout, uint64_t seed, bint float32):
     """The network's description; ``window`` as in Model.window: the steps
     backpropagated in training, BLOCK_STEPS in predict."""
     cdef Model m
@@ -615,6 +611,7 @@ cdef Model _model(int cell, bint relu, intp_t[::1] hidden, intp_t n_dirs,
     m.n_classes = n_classes
     m.x_stride = n_timesteps * n_features
     m.window = n_timesteps if n_dirs == 2 else min(window, n_timesteps)
+    m.packs = float32 and SMALL_SGEMM
     m.dropout = dropout
     m.seed = seed
     for k in range(m.n_layers):
@@ -631,7 +628,7 @@ def max_layers():
     return MAX_LAYERS
 
 
-def tanh_float32(const float[::1] x, float[::1] out):
+def tanh_vector_float32(const float[::1] x, float[::1] out):
     """The vector float32 tanh of the fused Elman step (small_gemm.h), applied
     to x, into out (for tests; the scalar form in a baseline build)."""
     if out.shape[0] != x.shape[0]:
@@ -642,12 +639,14 @@ def tanh_float32(const float[::1] x, float[::1] out):
 
 def workspace_size(int cell, intp_t[::1] hidden, intp_t n_dirs, intp_t n_features,
                    intp_t n_classes, intp_t n_rows, intp_t max_steps, bint training,
-                   intp_t truncate):
+                   intp_t truncate, bint float32):
     """Elements of scratch memory one thread needs to run chunks of n_rows
     sequences of up to max_steps steps: forward and backward through the
-    last ``truncate`` steps (training), or forward only (``truncate`` unused)."""
+    last ``truncate`` steps (training), or forward only (``truncate`` unused);
+    float32 or float64."""
     cdef Model m = _model(cell, False, hidden, n_dirs, max_steps, n_features,
-                          n_classes, truncate if training else BLOCK_STEPS, 0.0, 0)
+                          n_classes, truncate if training else BLOCK_STEPS, 0.0, 0,
+                          float32)
     cdef intp_t size = _layout(n_rows, m.window, &m, training).end
     if max_steps > m.window:
         size = max(size, _layout(n_rows, min(max_steps - m.window, BLOCK_STEPS),
@@ -733,7 +732,7 @@ def loss_and_grad(
     argument is validated by the caller.
     """
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
-                          n_classes, truncate, dropout, seed)
+                          n_classes, truncate, dropout, seed, floating is float)
     cdef double[::1] chunk_loss = np.empty(chunk_grads.shape[0])
     cdef const floating* weights = NULL
     cdef double loss
@@ -838,7 +837,7 @@ def train_epoch(
     most ``workspace.shape[0]`` threads run.
     """
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
-                          n_classes, truncate, dropout, 0)
+                          n_classes, truncate, dropout, 0, floating is float)
     cdef intp_t n = order.shape[0], P = params.shape[0], T = X.shape[1]
     cdef intp_t start, n_batch, i, j, k = 0, steps = 0, diverged = -1
     cdef intp_t[::1] batch = np.empty(min(batch_size, n), dtype=np.intp)
@@ -945,7 +944,7 @@ def forward(
     to ``logits_out[k]`` for sample ``batch[k]``. ``workspace`` is (threads,
     workspace_size(..., False)); at most ``workspace.shape[0]`` threads run."""
     cdef Model m = _model(cell, relu, hidden, n_dirs, X.shape[1], X.shape[2],
-                          n_classes, BLOCK_STEPS, 0.0, 0)
+                          n_classes, BLOCK_STEPS, 0.0, 0, floating is float)
     cdef intp_t n_batch = batch.shape[0], chunk_rows = _chunk_rows(n_batch)
     cdef intp_t n_chunks = (n_batch + chunk_rows - 1) // chunk_rows
     cdef intp_t k, start

@@ -20,6 +20,8 @@
 #ifndef CBPTT_SMALL_GEMM_H
 #define CBPTT_SMALL_GEMM_H
 
+#include <stddef.h>
+
 #include "tanh.h"
 
 /* What happens to a block of C before it is stored. */
@@ -27,7 +29,6 @@ enum { CBPTT_STORE_ONLY = 0, CBPTT_BIAS_TANH = 1, CBPTT_BIAS_RELU = 2 };
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
-#include <stddef.h>
 #define CBPTT_SMALL_SGEMM 1
 
 #if defined(_MSC_VER)
@@ -72,7 +73,9 @@ static cbptt_mask cbptt_lane_mask(int left)
 /* Columns per panel of C (and of a packed B): two vectors. */
 #define CBPTT_PANEL (2 * CBPTT_W)
 
-/* cbptt_tanhf (tanh.h) on a vector: the same operations, lane by lane. */
+/* cbptt_tanhf (tanh.h) on a vector: the same steps lane by lane (the
+ * compiler may fuse the scalar form's multiply-adds differently, so the two
+ * can differ in the last bit). */
 static inline cbptt_vec cbptt_tanh_vec(cbptt_vec x)
 {
     cbptt_vec one = CBPTT_SPLAT(1.0f), z, p, q;
@@ -151,15 +154,17 @@ static CBPTT_NOINLINE void cbptt_small_sgemm_panel(
 {
     cbptt_mask mask[2];
     cbptt_vec b_ih[2], b_hh[2];
-    int i, v;
+    int i, v, n_vec = n > CBPTT_W ? 2 : 1;
     mask[0] = cbptt_lane_mask(n);
     mask[1] = cbptt_lane_mask(n - CBPTT_W);
-    for (v = 0; v < 2; v++)
-        if (epilogue != CBPTT_STORE_ONLY) {
+    for (v = 0; v < 2; v++) {
+        b_ih[v] = b_hh[v] = CBPTT_OP(setzero)();
+        if (epilogue != CBPTT_STORE_ONLY && v < n_vec) {
             b_ih[v] = CBPTT_LOAD(bias_ih + v * CBPTT_W, mask[v]);
             b_hh[v] = CBPTT_LOAD(bias_hh + v * CBPTT_W, mask[v]);
         }
-    if (n > CBPTT_W) {
+    }
+    if (n_vec == 2) {
         for (i = 0; i + CBPTT_ROWS <= m; i += CBPTT_ROWS, a += CBPTT_ROWS * a_row,
                                          c += (size_t)CBPTT_ROWS * ldc)
             CBPTT_BLOCK(CBPTT_ROWS, 2);
@@ -176,7 +181,7 @@ static CBPTT_NOINLINE void cbptt_small_sgemm_panel(
 
 /* B[k, n] is row-major with row stride ldb or, with packed, in the layout of
  * cbptt_pack (ldb unused). */
-static void cbptt_small_gemm_epilogue(int m, int n, int k, const float *a, int lda,
+static void cbptt_small_sgemm_epilogue(int m, int n, int k, const float *a, int lda,
                                       int trans_a, const float *b, int ldb, int packed,
                                       int accumulate, int epilogue, const float *bias_ih,
                                       const float *bias_hh, float *c, int ldc)
@@ -193,12 +198,12 @@ static void cbptt_small_gemm_epilogue(int m, int n, int k, const float *a, int l
 
 /* Row-major C[m, n] (+)= op(A)[m, k] @ B[k, n]; op(A) is A, stored (m, k), or
  * with trans_a the transpose of A stored (k, m); lda is A's row stride. B as
- * in cbptt_small_gemm_epilogue. */
+ * in cbptt_small_sgemm_epilogue. */
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
                               int trans_a, const float *b, int ldb, int packed,
                               int accumulate, float *c, int ldc)
 {
-    cbptt_small_gemm_epilogue(m, n, k, a, lda, trans_a, b, ldb, packed, accumulate,
+    cbptt_small_sgemm_epilogue(m, n, k, a, lda, trans_a, b, ldb, packed, accumulate,
                               CBPTT_STORE_ONLY, NULL, NULL, c, ldc);
 }
 
@@ -209,7 +214,7 @@ static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
                                    const float *b_packed, const float *bias_ih,
                                    const float *bias_hh, int relu, float *c, int ldc)
 {
-    cbptt_small_gemm_epilogue(m, n, k, a, lda, 0, b_packed, 0, 1, 1,
+    cbptt_small_sgemm_epilogue(m, n, k, a, lda, 0, b_packed, 0, 1, 1,
                               relu ? CBPTT_BIAS_RELU : CBPTT_BIAS_TANH, bias_ih, bias_hh,
                               c, ldc);
 }
@@ -220,6 +225,11 @@ static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
  * The kernels then read B front to back, which the hardware prefetches; a
  * strided walk down a wide row-major B was 25-55% slower than BLAS once B
  * outgrew L2. */
+static ptrdiff_t cbptt_packed_size(ptrdiff_t k, ptrdiff_t n)
+{
+    return k * ((n + CBPTT_PANEL - 1) / CBPTT_PANEL) * CBPTT_PANEL;
+}
+
 static void cbptt_pack(int k, int n, const float *src, int ld, int trans, float *dst)
 {
     int j, p, col;
@@ -243,7 +253,6 @@ static void cbptt_tanh_vector_array(const float *x, float *out, int n)
 
 #else
 #define CBPTT_SMALL_SGEMM 0
-#define CBPTT_PANEL 1
 static void cbptt_small_sgemm(int m, int n, int k, const float *a, int lda,
                               int trans_a, const float *b, int ldb, int packed,
                               int accumulate, float *c, int ldc)
@@ -257,6 +266,11 @@ static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
 {
     (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b_packed;
     (void)bias_ih; (void)bias_hh; (void)relu; (void)c; (void)ldc;
+}
+static ptrdiff_t cbptt_packed_size(ptrdiff_t k, ptrdiff_t n)
+{
+    (void)k; (void)n;
+    return 0;
 }
 static void cbptt_pack(int k, int n, const float *src, int ld, int trans, float *dst)
 {
