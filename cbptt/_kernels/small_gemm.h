@@ -219,17 +219,18 @@ static void cbptt_small_elman_step(int m, int n, int k, const float *a, int lda,
                               c, ldc);
 }
 
+/* Floats that cbptt_pack writes for a (k, n) matrix. */
+static ptrdiff_t cbptt_packed_size(ptrdiff_t k, ptrdiff_t n)
+{
+    return k * ((n + CBPTT_PANEL - 1) / CBPTT_PANEL) * CBPTT_PANEL;
+}
+
 /* Copy op(S)[k, n] (op(S)[p, j] = S[p * ld + j], or S[j * ld + p] with trans)
  * into dst in panels: panel q, columns [q P, q P + P) for P = CBPTT_PANEL, is
  * a contiguous row-major (k, P) block at dst + q P k, zero past column n.
  * The kernels then read B front to back, which the hardware prefetches; a
  * strided walk down a wide row-major B was 25-55% slower than BLAS once B
  * outgrew L2. */
-static ptrdiff_t cbptt_packed_size(ptrdiff_t k, ptrdiff_t n)
-{
-    return k * ((n + CBPTT_PANEL - 1) / CBPTT_PANEL) * CBPTT_PANEL;
-}
-
 static void cbptt_pack(int k, int n, const float *src, int ld, int trans, float *dst)
 {
     int j, p, col;
