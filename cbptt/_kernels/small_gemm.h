@@ -98,30 +98,36 @@ static inline cbptt_vec cbptt_tanh_vec(cbptt_vec x)
 /* C[ROWS, NV W] (+)= A[ROWS, k] @ B[k, NV W], where A(r, p) = a[r * a_row +
  * p * a_col], then the epilogue (b_ih[v], b_hh[v]: the biases of vector v);
  * ROWS and NV are compile-time constants so that the accumulators stay in
- * registers. */
+ * registers. (One array per vector column: with a [ROWS][NV] array, GCC 12
+ * stored the NV = 1 accumulators to the stack at every step of k.) */
 #define CBPTT_BLOCK(ROWS, NV)                                                    \
     do {                                                                         \
-        cbptt_vec acc[ROWS][NV];                                                 \
-        int r_, p_, v_;                                                          \
-        for (r_ = 0; r_ < ROWS; r_++)                                            \
-            for (v_ = 0; v_ < NV; v_++)                                          \
-                acc[r_][v_] = accumulate                                         \
-                    ? CBPTT_LOAD(c + r_ * ldc + v_ * CBPTT_W, mask[v_])          \
-                    : CBPTT_OP(setzero)();                                       \
+        cbptt_vec acc0[ROWS], acc1[ROWS];                                        \
+        int r_, p_;                                                              \
+        for (r_ = 0; r_ < ROWS; r_++) {                                          \
+            acc0[r_] = accumulate ? CBPTT_LOAD(c + r_ * ldc, mask[0])            \
+                                  : CBPTT_OP(setzero)();                         \
+            if (NV > 1)                                                          \
+                acc1[r_] = accumulate ? CBPTT_LOAD(c + r_ * ldc + CBPTT_W, mask[1]) \
+                                      : CBPTT_OP(setzero)();                     \
+        }                                                                        \
         for (p_ = 0; p_ < k; p_++) {                                             \
             const float *a_p = a + (size_t)p_ * a_col;                           \
-            cbptt_vec b_p[NV];                                                   \
-            for (v_ = 0; v_ < NV; v_++)                                          \
-                b_p[v_] = CBPTT_LOAD(b + (size_t)p_ * ldb + v_ * CBPTT_W, mask[v_]); \
+            cbptt_vec b0 = CBPTT_LOAD(b + (size_t)p_ * ldb, mask[0]), b1 = b0;   \
+            if (NV > 1)                                                          \
+                b1 = CBPTT_LOAD(b + (size_t)p_ * ldb + CBPTT_W, mask[1]);        \
             for (r_ = 0; r_ < ROWS; r_++) {                                      \
                 cbptt_vec x = CBPTT_SPLAT(a_p[r_ * a_row]);                      \
-                for (v_ = 0; v_ < NV; v_++)                                      \
-                    acc[r_][v_] = CBPTT_OP(fmadd)(x, b_p[v_], acc[r_][v_]);      \
+                acc0[r_] = CBPTT_OP(fmadd)(x, b0, acc0[r_]);                     \
+                if (NV > 1)                                                      \
+                    acc1[r_] = CBPTT_OP(fmadd)(x, b1, acc1[r_]);                 \
             }                                                                    \
         }                                                                        \
-        for (r_ = 0; r_ < ROWS; r_++)                                            \
-            for (v_ = 0; v_ < NV; v_++)                                          \
-                CBPTT_STORE(c + r_ * ldc + v_ * CBPTT_W, mask[v_], acc[r_][v_]); \
+        for (r_ = 0; r_ < ROWS; r_++) {                                          \
+            CBPTT_STORE(c + r_ * ldc, mask[0], acc0[r_]);                        \
+            if (NV > 1)                                                          \
+                CBPTT_STORE(c + r_ * ldc + CBPTT_W, mask[1], acc1[r_]);          \
+        }                                                                        \
         if (epilogue != CBPTT_STORE_ONLY)                                        \
             cbptt_bias_activation(ROWS, NV, epilogue, b_ih, b_hh, mask, c, ldc); \
     } while (0)
