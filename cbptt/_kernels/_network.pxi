@@ -139,8 +139,9 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
                     bint training) noexcept nogil:
     """Where the buffers of a chunk of n_rows rows and a segment of n_steps
     steps lie; without training, only the forward pass's (the gradient
-    buffers get size 0). The carried states come first, at the same place
-    for every n_steps."""
+    buffers get size 0). The carried states come first, then the weights
+    packed for the forward pass: both at the same place for every n_steps,
+    so that they outlive the segments of a chunk."""
     cdef Layout w
     cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, pos = 0
     cdef intp_t plane = n_rows * (n_steps + 1)     # rows x steps
@@ -150,6 +151,12 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
         H = m.hidden[b // m.n_dirs]
         w.state_h[b] = pos; pos += n_rows * H
         w.state_c[b] = pos; pos += n_rows * H if m.cell == LSTM else 0
+    for b in range(m.n_layers * m.n_dirs):
+        k = b // m.n_dirs
+        H = m.hidden[k]
+        w.packed_ih_t[b] = pos
+        pos += packed_size(_input_size(m, k), G * H) if _small(m, H) else 0
+        w.packed_hh_t[b] = pos; pos += packed_size(H, G * H) if m.packs else 0
     for k in range(m.n_layers):
         H = m.hidden[k]
         H_max = H if H > H_max else H_max
@@ -165,9 +172,6 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
             w.d_out[b] = pos; pos += grad_plane * H if k + 1 < m.n_layers else 0
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
-            w.packed_ih_t[b] = pos
-            pos += packed_size(_input_size(m, k), G * H) if m.packs and _small(H) else 0
-            w.packed_hh_t[b] = pos; pos += packed_size(H, G * H) if m.packs else 0
             w.packed_hh[b] = pos
             pos += packed_size(G * H, H) if m.packs and training else 0
     w.dh = pos; pos += n_rows * H_max if training else 0
@@ -241,10 +245,10 @@ cdef inline void _zero_rows(floating* a, intp_t width, intp_t T1, intp_t s,
         memset(a + (i * T1 + s) * width, 0, width * sizeof(floating))
 
 
-cdef inline bint _small(intp_t H) noexcept nogil:
-    """Whether, where the model packs (Model.packs), all products of a layer
-    of H units use small_sgemm; the per-step products do at any H."""
-    return H <= SMALL_H_MAX
+cdef inline bint _small(const Model* m, intp_t H) noexcept nogil:
+    """Whether all products of a layer of H units use small_sgemm; where the
+    model packs (Model.packs), the per-step products do at any H."""
+    return m.packs and H <= SMALL_H_MAX
 
 
 cdef inline void _product(bint small, intp_t m, intp_t n, intp_t k,
@@ -291,14 +295,10 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* gh = ws + w.gh
     cdef floating* packed_ih_t = ws + w.packed_ih_t[b]
     cdef floating* packed_hh_t = ws + w.packed_hh_t[b]
-    cdef bint small = m.packs and _small(H)
+    cdef bint small = _small(m, H)
     cdef bint small_steps = m.packs
     cdef intp_t i, s, n_rows = c.n_rows, n_active = n_rows, at
 
-    if small:
-        _pack(D_in, GH, weight_ih, True, packed_ih_t)
-    if small_steps:
-        _pack(H, GH, weight_hh, True, packed_hh_t)
     # Input projection for every step at once: gates = inp @ weight_ih^T.
     _product(small, n_rows * T1, GH, D_in, inp, D_in, False, weight_ih, True, packed_ih_t,
              True, False, gates, GH)
@@ -382,7 +382,7 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
     cdef floating* dc = ws + w.dc
     cdef floating* dh_i
     cdef floating* packed_hh = ws + w.packed_hh[b]
-    cdef bint small = m.packs and _small(H)
+    cdef bint small = _small(m, H)
     cdef bint small_steps = m.packs
     cdef intp_t i, j, s, at, n_rows = c.n_rows, n_active = 0
 
@@ -452,6 +452,24 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                  weight_ih, False, False, ws + w.d_inp[b], D_in)
 
 
+cdef void _pack_forward_weights(const Model* m, const Layout* w,
+                                const floating* params, floating* ws) noexcept nogil:
+    """Pack every block's weights for the forward pass's small_sgemm calls,
+    once per chunk (their place in w does not depend on the segment)."""
+    cdef intp_t b, k, H, GH, D_in
+    cdef const floating* weight_ih
+    for b in range(m.n_layers * m.n_dirs):
+        k = b // m.n_dirs
+        H = m.hidden[k]
+        GH = n_gates(m.cell) * H
+        D_in = _input_size(m, k)
+        weight_ih = params + m.params[b]
+        if _small(m, H):
+            _pack(D_in, GH, weight_ih, True, ws + w.packed_ih_t[b])
+        if m.packs:
+            _pack(H, GH, weight_ih + GH * D_in, True, ws + w.packed_hh_t[b])
+
+
 cdef void _forward_segment(const Model* m, const Layout* w, const floating* X,
                            const Chunk* c, const floating* params, floating* ws,
                            bint dropout, bint from_state) noexcept nogil:
@@ -507,11 +525,12 @@ cdef Layout _forward(const Model* m, const floating* X, const intp_t* lengths,
     cdef intp_t prefix = lengths[samples[0]] - m.window   # the longest one
     cdef floating* head_in
     c.samples = samples
+    w = _layout(n_rows, 0, m, False)
+    _pack_forward_weights(m, &w, params, ws)
     if prefix > 0:
         # The steps before each window, forward only, BLOCK_STEPS at a time;
         # the rows whose prefix reaches a block are the first c.n_rows.
-        w = _layout(n_rows, 0, m, False)
-        memset(ws, 0, w.inp[0] * sizeof(floating))     # the carried states
+        memset(ws, 0, w.packed_ih_t[0] * sizeof(floating))     # the carried states
         start = 0
         while start < prefix:
             c.n_rows = 0
