@@ -7,13 +7,13 @@ network's logits back to probabilities; training lives in ``_base``.
 """
 
 import numpy as np
-from scipy.special import log_softmax, softmax
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from cbptt._base import BaseRNN
+from cbptt._kernels._utils import softmax
 from cbptt._parallel import effective_n_threads, single_threaded_blas
 from cbptt._sequences import check_sequences
 
@@ -265,7 +265,9 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        return softmax(self._logits(X), axis=1)
+        probabilities = self._logits(X)
+        softmax(probabilities, log_probabilities=False)
+        return probabilities
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`, computed stably.
@@ -278,7 +280,9 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        return log_softmax(self._logits(X), axis=1)
+        log_probabilities = self._logits(X)
+        softmax(log_probabilities, log_probabilities=True)
+        return log_probabilities
 
     # -- internals ---------------------------------------------------------
     def _check_fit_data(self, X, y, sample_weight, n_features=None):
@@ -291,7 +295,8 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
                 f"X has {X.shape[0]} sequences but y has {len(y)} labels; they "
                 "must match."
             )
-        check_classification_targets(y)
+        if y.dtype.kind not in "biu":  # integer labels are always class labels
+            check_classification_targets(y)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=np.float64, ensure_non_negative=True

@@ -20,6 +20,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.utils.validation import check_array
 
+from cbptt._kernels._utils import all_finite
+
 FLOAT_DTYPES = (np.float64, np.float32)
 
 _FORMS = (
@@ -148,10 +150,11 @@ def check_sequences(
                 f"X must be 2-D or 3-D, got an array with {ndim} dimension(s). "
                 f"Reshape your data{hint}. {_FORMS}"
             )
-        X_padded = check_array(
-            X, dtype=dtype, allow_nd=True, order="C", ensure_all_finite=ensure_all_finite,
-            input_name="X",
-        )
+        X_padded = check_array(X, dtype=dtype, allow_nd=True, order="C",
+                               ensure_all_finite=False, input_name="X")
+        if ensure_all_finite and not all_finite(X_padded.reshape(-1)):
+            # check_array's own check, for its message (NaN or infinity).
+            check_array(X_padded, allow_nd=True, ensure_all_finite=True, input_name="X")
         if X_padded.ndim == 2:
             X_padded = X_padded[:, :, np.newaxis]
         if X_padded.shape[1] == 0 or X_padded.shape[2] == 0:

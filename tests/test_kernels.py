@@ -8,9 +8,11 @@ weights, and bit-identically for any number of threads.
 
 import numpy as np
 import pytest
+from scipy.special import log_softmax as scipy_log_softmax
+from scipy.special import softmax as scipy_softmax
 
 from cbptt import RNNClassifier, loss_and_grad
-from cbptt._kernels._utils import tanh_float32
+from cbptt._kernels._utils import all_finite, softmax, tanh_float32
 
 try:
     from reference import init_weights, reference_loss_and_grad
@@ -288,6 +290,40 @@ def test_float32_tanh_within_6_ulp(form):
     assert np.max(np.abs(out - exact) / ulp) < 6
     assert np.max(np.abs(out)) <= 1.0
     assert np.all(np.sign(out) == np.sign(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_every_non_finite_value(dtype):
+    # 37 elements: the vector loop's tail is checked too.
+    largest = np.finfo(dtype).max
+    x = (largest * np.linspace(-1, 1, 37)).astype(dtype)
+    x[18] = np.finfo(dtype).smallest_subnormal
+    assert all_finite(x)
+    assert all_finite(np.empty(0, dtype=dtype))
+    for bad in (np.nan, np.inf, -np.inf):
+        for position in range(len(x)):
+            y = x.copy()
+            y[position] = bad
+            assert not all_finite(y), (bad, position)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_matches_scipy(dtype, log):
+    rng = np.random.default_rng(0)
+    z = np.vstack([
+        rng.standard_normal((50, 7)) * 30,
+        np.full((1, 7), 3.0),                    # a tie: uniform
+        [[1e4, -1e4, 0, 0, 0, 0, 5e3]],          # exp of the raw values overflows
+    ]).astype(dtype)
+    out = z.copy()
+    softmax(out, log)
+    exact = (scipy_log_softmax if log else scipy_softmax)(z.astype(np.float64), axis=1)
+    tolerance = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(out, exact, rtol=tolerance, atol=tolerance * (1 + log * 1e4))
+    if not log:
+        np.testing.assert_allclose(out.sum(axis=1), 1, rtol=tolerance)
+        np.testing.assert_allclose(out[50], 1 / 7, rtol=tolerance)
 
 
 def _dropout_loss(cell, dropout, seed, n_threads=None):
