@@ -8,7 +8,8 @@ ratios, so machine noise cancels):
 * ``threads``: epoch time with 1 thread / with 2, medium and large configs;
 * ``length``: epoch time at T = 1024 / at T = 64 (ideal 16), and at 4N / N
   (ideal 4), on the medium configuration with fewer samples;
-* ``predict``: fit time per sample (one epoch) / predict time per sample;
+* ``predict``: fit time per sample (one epoch) / predict time per sample,
+  beside the ratio of their matrix-product FLOPs, which bounds it;
 * ``memory``: peak memory of one epoch above the memory before it (the data
   already loaded), for T = 256 .. 4096, with ``bptt_truncate=16`` and with
   full BPTT; one fresh subprocess per measurement (Linux /proc/self/status).
@@ -73,10 +74,25 @@ def length(args):
               f"{paired_ratio(t['many'], t['short']):.2f} |")
 
 
+def fit_to_predict_flops(cfg):
+    """Matrix-product FLOPs of training over those of predicting, per sample.
+
+    Per step and gate row, the forward pass multiplies by W_ih and W_hh
+    (inner sizes D and H); the backward pass forms the gradient into h_{s-1}
+    (H) and the gradients of W_hh and W_ih (H and D), and never the gradient
+    into the input, which nothing uses. The head and the elementwise work
+    are left out: they are a few percent at these sizes.
+    """
+    D, H = cfg["D"], cfg["H"]
+    return 1 + (2 * H + D) / (H + D)
+
+
 def predict(args):
     print("\n## Predict vs fit: fit seconds per sample (one epoch) / predict seconds "
-          "per sample (target >= 3)")
-    print("| config | cell | fit s/epoch | predict s | ratio |\n|---|---|---|---|---|")
+          "per sample; the ratio of their matrix-product FLOPs bounds it unless "
+          "predicting runs at a higher FLOP rate than training")
+    print("| config | cell | fit s/epoch | predict s | ratio | FLOP ratio |\n"
+          "|---|---|---|---|---|---|")
     for name in ("small", "medium", "large"):
         cfg = dict(CONFIGS[name], N=CONFIGS[name]["N"] // args.shrink)
         X, y = make_data(cfg, np.float32)
@@ -91,7 +107,8 @@ def predict(args):
                                  args.repeats)
             print(f"| {name} | {cell} | {statistics.median(t['fit']):.3f} | "
                   f"{statistics.median(t['predict']):.3f} | "
-                  f"{paired_ratio(t['fit'], t['predict']):.1f} |")
+                  f"{paired_ratio(t['fit'], t['predict']):.1f} | "
+                  f"{fit_to_predict_flops(cfg):.2f} |")
 
 
 def measure_memory(n_steps, truncate, cell):
