@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 from scipy import sparse
+from sklearn import get_config
 from sklearn.utils.validation import check_array
 
 from cbptt._kernels._utils import all_finite
@@ -152,7 +153,8 @@ def check_sequences(
             )
         X_padded = check_array(X, dtype=dtype, allow_nd=True, order="C",
                                ensure_all_finite=False, input_name="X")
-        if ensure_all_finite and not all_finite(X_padded.reshape(-1)):
+        if (ensure_all_finite and not get_config()["assume_finite"]
+                and not all_finite(X_padded.reshape(-1))):
             # check_array's own check, for its message (NaN or infinity).
             check_array(X_padded, allow_nd=True, ensure_all_finite=True, input_name="X")
         if X_padded.ndim == 2:

@@ -106,6 +106,21 @@ def test_non_finite_array_at_fit_and_predict(fitted, value, words):
     _raises_unchanged(ValueError, words, _clf().fit, X2, Y)
 
 
+def test_assume_finite_skips_the_input_check_but_never_returns_nan(fitted):
+    # As in scikit-learn, assume_finite=True skips the scan of X; a NaN that
+    # gets through is still caught where it comes out, never returned.
+    from sklearn import config_context
+
+    from cbptt._sequences import check_sequences
+
+    X = _with(X3, (3, 2, 1), np.nan)
+    with config_context(assume_finite=True):
+        X_checked, _ = check_sequences(X)
+        assert np.isnan(X_checked[3, 2, 1])
+        _raises_unchanged(ValueError, "loss became non-finite", _clf().fit, X, Y)
+        _raises_unchanged(ValueError, "output is not finite", fitted.predict_proba, X)
+
+
 @pytest.mark.parametrize("value, words", [(np.nan, r"Input X\[4\] contains NaN"),
                                           (np.inf, r"Input X\[4\] contains infinity")])
 def test_non_finite_list_at_fit_and_predict(fitted, value, words):

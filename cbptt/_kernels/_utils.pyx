@@ -4,10 +4,10 @@
 #
 # Why: the Python layer picks thread counts and kernels, and show_config()
 # reports them; both need facts only the C compiler and the CPU know. The
-# finite check of the input and the softmax of predict_proba cost a tenth of
-# a small model's epoch or prediction in NumPy (a boolean temporary the size
-# of X; one NumPy call per row reduction of a few classes); here each is one
-# pass in C.
+# finite check of the input and the softmax of predict_proba took a tenth of
+# a small model's prediction through scikit-learn and SciPy (a pairwise sum
+# over X; NumPy reductions over a few classes, set up row by row); here each
+# is one pass in C.
 
 from libc.float cimport DBL_MAX, FLT_MAX
 from libc.math cimport fabs, log
