@@ -81,7 +81,9 @@ def fit_to_predict_flops(cfg):
     (inner sizes D and H); the backward pass forms the gradient into h_{s-1}
     (H) and the gradients of W_hh and W_ih (H and D), and never the gradient
     into the input, which nothing uses. The head and the elementwise work
-    are left out: they are a few percent at these sizes.
+    are left out: they are a few percent at these sizes. (bench.epoch_flops
+    counts the backward pass as twice the forward, the usual convention for
+    a GFLOP/s figure; this counts the products the kernels compute.)
     """
     D, H = cfg["D"], cfg["H"]
     return 1 + (2 * H + D) / (H + D)
