@@ -19,6 +19,7 @@ training kernels are compiled twice more, for AVX2 and AVX-512
 (``ISA_VARIANTS``), and the widest the CPU runs is used.
 """
 
+import glob
 import os
 import pprint
 import shlex
@@ -252,8 +253,9 @@ def _extensions():
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("CBPTT_DEBUG_BUILD", "1" if debug else "0"),
             ],
-            depends=[_configuration_stamp(debug), "cbptt/_kernels/small_gemm.h",
-                     "cbptt/_kernels/tanh.h", "cbptt/_kernels/_network.pxi"],
+            depends=[_configuration_stamp(debug)] + sorted(
+                glob.glob("cbptt/_kernels/*.pxi") + glob.glob("cbptt/_kernels/*.pxd")
+                + glob.glob("cbptt/_kernels/*.h")),
         )
         for name in KERNELS + list(ISA_VARIANTS)
     ]

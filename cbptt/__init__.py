@@ -1,7 +1,8 @@
 """cbptt: fast backpropagation through time on the CPU.
 
-Cython kernels train Elman recurrent networks with OpenMP across the
-minibatch; :class:`RNNClassifier` wraps them as a scikit-learn classifier and
+Cython kernels train recurrent networks (Elman, LSTM, GRU; stacked,
+bidirectional) with OpenMP across the minibatch; :class:`RNNClassifier` and
+:class:`RNNRegressor` wrap them as scikit-learn estimators and
 :func:`loss_and_grad` exposes one forward and backward pass.
 """
 
@@ -11,5 +12,6 @@ __version__ = "0.1.0.dev0"
 from cbptt._classifier import RNNClassifier
 from cbptt._config import show_config
 from cbptt._functional import loss_and_grad
+from cbptt._regressor import RNNRegressor
 
-__all__ = ["RNNClassifier", "loss_and_grad", "show_config", "__version__"]
+__all__ = ["RNNClassifier", "RNNRegressor", "loss_and_grad", "show_config", "__version__"]

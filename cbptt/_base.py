@@ -2,9 +2,11 @@
 epochs over minibatches, early stopping, optimizer steps and clipping.
 
 Why: everything about *training* a recurrent net is independent of what its
-output means. Subclasses say how targets become class indices; this module
-owns the loop, which works on the flat parameter vector of
-:class:`cbptt._functional.Network` and calls one Cython kernel per minibatch.
+output means. Subclasses say which loss scores the output and how targets
+become what it reads (class indices, or float values), and how a validation
+set is scored; this module owns the loop, which works on the flat parameter
+vector of :class:`cbptt._functional.Network` and calls one compiled kernel per
+epoch.
 """
 
 import time
@@ -14,21 +16,24 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from cbptt._functional import (
-    _CELL_CODES,
-    _TRUNCATE_BIDIRECTIONAL,
     CELLS,
     N_GATES,
     NONLINEARITIES,
+    OUTPUTS,
     Network,
     check_nonlinearity,
+    check_truncation,
 )
 from cbptt._kernels import network as _kernels
 from cbptt._optimizers import make_optimizer
 from cbptt._parallel import effective_n_threads, single_threaded_blas
+from cbptt._sequences import check_sequences
 
 _DIVERGED = (
     "Training diverged: the loss became {what} at iteration {epoch}. Lower "
@@ -69,13 +74,20 @@ def init_weights(network, rng, dtype):
 
 
 class BaseRNN(BaseEstimator):
-    """Training loop for many-to-one recurrent nets (see RNNClassifier)."""
+    """Training loop for many-to-one recurrent nets (see RNNClassifier).
+
+    Subclasses set ``_loss`` (the kernels' loss) and define
+    ``_validation_stratify`` and ``_validation_metric``.
+    """
+
+    _loss = None
 
     _parameter_constraints = {
         "cell": [StrOptions(set(CELLS))],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "bidirectional": ["boolean"],
+        "pooling": [StrOptions(set(OUTPUTS))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd", "rmsprop"})],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
@@ -109,6 +121,7 @@ class BaseRNN(BaseEstimator):
         hidden_layer_sizes=(64,),
         nonlinearity="tanh",
         bidirectional=False,
+        pooling="last",
         dropout=0.0,
         solver="adam",
         learning_rate="constant",
@@ -139,6 +152,7 @@ class BaseRNN(BaseEstimator):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.nonlinearity = nonlinearity
         self.bidirectional = bidirectional
+        self.pooling = pooling
         self.dropout = dropout
         self.solver = solver
         self.learning_rate = learning_rate
@@ -183,12 +197,12 @@ class BaseRNN(BaseEstimator):
             )
         return sizes
 
-    def _network(self, n_features, n_classes):
+    def _network(self, n_features, n_outputs):
         check_nonlinearity(self.cell, self.nonlinearity)
-        if self.bptt_truncate is not None and self.bidirectional:
-            raise ValueError(_TRUNCATE_BIDIRECTIONAL)
+        check_truncation(self.bptt_truncate, self.bidirectional, self.pooling, "pooling")
         return Network(self.cell, self.nonlinearity, n_features, self._hidden_sizes(),
-                       n_classes, self.bidirectional)
+                       n_outputs, self.bidirectional, self.pooling, self._loss,
+                       self.dropout)
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -236,10 +250,12 @@ class BaseRNN(BaseEstimator):
         }
         return params, optimizer, history
 
-    def _fit(self, X, lengths, y, sample_weight, n_classes, incremental):
-        """Train on padded X with integer targets y in [0, n_classes)."""
+    def _fit(self, X, lengths, y, sample_weight, n_outputs, incremental):
+        """Train on padded X with targets y as the loss reads them: class
+        indices in [0, n_outputs) (intp), or (n_samples, n_outputs) values in
+        X's dtype."""
         rng = check_random_state(self.random_state)
-        network = self._network(X.shape[2], n_classes)
+        network = self._network(X.shape[2], n_outputs)
         params, optimizer, history = self._start(network, rng, X.dtype, incremental)
         early_stopping = self.early_stopping and not incremental
         train = np.arange(X.shape[0])
@@ -312,6 +328,72 @@ class BaseRNN(BaseEstimator):
             self.best_loss_ = None
         return self
 
+    def _check_fit_data(self, X, y, sample_weight, n_features=None):
+        """Validated (X padded, lengths, y, sample_weight); y as the
+        subclass's _check_targets returns it."""
+        X, lengths = check_sequences(
+            X, n_features=n_features, estimator_name=type(self).__name__
+        )
+        y = self._check_targets(y)
+        if len(y) != X.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[0]} sequences but y has {len(y)} targets; they "
+                "must match."
+            )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+            if not np.sum(sample_weight) > 0:
+                raise ValueError("sample_weight must have a positive sum.")
+        return X, lengths, y, sample_weight
+
+    def _outputs(self, X):
+        """The head's output for each sequence of X: logits or predictions."""
+        check_is_fitted(self)
+        X, lengths = check_sequences(
+            X, n_features=self.n_features_in_, estimator_name=type(self).__name__
+        )
+        network = self._network(X.shape[2], self.weights_["bias_out"].shape[0])
+        params = network.pack(self.weights_, X.dtype)
+        with single_threaded_blas():
+            outputs = network.outputs(params, X, lengths,
+                                      effective_n_threads(self.n_threads))
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError(
+                "The network's output is not finite for some sequences: their "
+                "values are too large for the trained weights. Scale the input "
+                "features as at fit."
+            )
+        return outputs
+
+    def _validation_split(self, y, rng):
+        """(train, validation) indices for early stopping."""
+        n_val = int(np.ceil(self.validation_fraction * len(y)))
+        if n_val < 2 or len(y) - n_val < 1:
+            raise ValueError(
+                f"The validation set for early stopping would have {n_val} of the "
+                f"{len(y)} samples; it needs at least 2 and must leave some for "
+                "training. Adjust validation_fraction or pass more data."
+            )
+        train, val = train_test_split(
+            np.arange(len(y)), test_size=self.validation_fraction,
+            random_state=rng.randint(np.iinfo(np.int32).max),
+            stratify=self._validation_stratify(y, n_val),
+        )
+        return np.sort(train), val
+
+    def _validation_score(self, network, params, X, lengths, y, val, sample_weight,
+                          n_threads):
+        outputs = network.outputs(params, X[val], lengths[val], n_threads)
+        weights = None if sample_weight is None else sample_weight[val]
+        return float(self._validation_metric(outputs, y[val], weights))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
 
 class _Epoch:
     """One pass over the training samples in minibatches, compiled: kernel,
@@ -321,7 +403,8 @@ class _Epoch:
     def __init__(self, estimator, network, X, lengths, y, sample_weight, n_threads):
         self.estimator = estimator
         self.network = network
-        self.X, self.lengths, self.y = X, lengths, y
+        self.X, self.lengths = X, lengths
+        self.labels, self.targets = network.split_targets(y)
         self.sample_weight = (
             None if sample_weight is None
             else np.ascontiguousarray(sample_weight, dtype=X.dtype)
@@ -349,15 +432,14 @@ class _Epoch:
         workspace, chunk_grads = net._buffers(
             self.X.dtype, [batch_size, len(order) - (n_batches - 1) * batch_size],
             self.X.shape[1], self.n_threads, self.truncate)
+        schedule = {"batch_size": batch_size, "truncate": self.truncate,
+                    "alpha": est.alpha,
+                    "clip_norm": -1.0 if est.clip_norm is None else est.clip_norm}
         total_loss, total_weight, steps, diverged = _kernels.train_epoch(
-            self.X, self.lengths, self.y, self.sample_weight,
-            np.ascontiguousarray(order, dtype=np.intp), batch_size, params, self.grad,
-            chunk_grads, workspace, self.l2_mask, est.alpha,
-            -1.0 if est.clip_norm is None else est.clip_norm, optimizer.code,
-            optimizer.hyperparameters(), optimizer.state_a, optimizer.state_b,
-            optimizer.t, seeds, _CELL_CODES[net.cell], net.nonlinearity == "relu",
-            net.hidden_sizes, net.n_dirs, net.n_classes, self.truncate, est.dropout,
-            self.n_threads,
+            net.spec, net.hidden_sizes, self.X, self.lengths, self.labels, self.targets,
+            self.sample_weight, np.ascontiguousarray(order, dtype=np.intp), schedule,
+            optimizer.settings(), params, optimizer.state_a, optimizer.state_b,
+            self.grad, chunk_grads, workspace, self.l2_mask, seeds, self.n_threads,
         )
         optimizer.t += steps
         if diverged >= 0 or not np.all(np.isfinite(params)):

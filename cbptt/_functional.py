@@ -21,12 +21,13 @@ from cbptt._sequences import (
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
+OUTPUTS = ("last", "mean", "max")
+LOSSES = ("cross_entropy", "squared_error")
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-_CELL_CODES = _network.cell_codes
 
 
 class Network:
-    """Shapes, flat layout and kernel calls of a many-to-one recurrent net.
+    """Shapes, flat layout and kernel calls of a recurrent net with a head.
 
     Parameters
     ----------
@@ -36,18 +37,33 @@ class Network:
     n_features : int
     hidden_sizes : sequence of int
         Units of each stacked layer.
-    n_classes : int
+    n_outputs : int
+        Rows of ``weight_out``: classes (cross-entropy) or target values.
     bidirectional : bool
+    output : {"last", "mean", "max"}
+        What the head reads of the top layer's output sequence.
+    loss : {"cross_entropy", "squared_error"}
+    dropout : float
+        Between layers, in training.
     """
 
-    def __init__(self, cell, nonlinearity, n_features, hidden_sizes, n_classes,
-                 bidirectional=False):
+    def __init__(self, cell, nonlinearity, n_features, hidden_sizes, n_outputs,
+                 bidirectional=False, output="last", loss="cross_entropy", dropout=0.0):
         self.cell = cell
         self.nonlinearity = nonlinearity
         self.n_features = n_features
         self.hidden_sizes = np.asarray(hidden_sizes, dtype=np.intp)
-        self.n_classes = n_classes
+        self.n_outputs = n_outputs
         self.n_dirs = 2 if bidirectional else 1
+        self.output = output
+        self.loss = loss
+        # The kernels' Spec (cbptt/_kernels/_model.pxi).
+        self.spec = {
+            "cell": _network.cell_codes[cell], "relu": nonlinearity == "relu",
+            "n_dirs": self.n_dirs, "n_features": n_features, "n_outputs": n_outputs,
+            "head": _network.head_codes[output], "loss": _network.loss_codes[loss],
+            "dropout": dropout,
+        }
         self._workspace = {}
 
     @functools.cached_property
@@ -66,8 +82,8 @@ class Network:
                 ]
             n_input = self.n_dirs * H
         return shapes + [
-            ("weight_out", (self.n_classes, n_input)),
-            ("bias_out", (self.n_classes,)),
+            ("weight_out", (self.n_outputs, n_input)),
+            ("bias_out", (self.n_outputs,)),
         ]
 
     @functools.cached_property
@@ -125,9 +141,8 @@ class Network:
             # have more of them.
             rows = _network.chunk_rows(n_batch)
             size = max(size, _network.workspace_size(
-                _CELL_CODES[self.cell], self.hidden_sizes, self.n_dirs,
-                self.n_features, self.n_classes, min(n_batch, rows), max_steps,
-                training, truncate if training else max_steps, dtype == np.float32,
+                self.spec, self.hidden_sizes, min(n_batch, rows), max_steps, training,
+                truncate if training else max_steps, dtype == np.float32,
             ))
             n_chunks = max(n_chunks, -(-n_batch // rows) if training else 0)
         key = (np.dtype(dtype), training)
@@ -149,34 +164,39 @@ class Network:
         self._workspace = {}
 
     def loss_and_grad(self, params, X, lengths, batch, y, sample_weight,
-                      loss_scale, grad_out, truncate, n_threads, dropout=0.0, seed=0):
+                      loss_scale, grad_out, truncate, n_threads, seed=0):
         """Minibatch loss; the gradient goes into ``grad_out``.
 
-        ``batch`` indexes X and must be sorted by decreasing length.
-        ``seed`` draws the dropout masks of this minibatch.
+        ``batch`` indexes X and must be sorted by decreasing length; ``y``
+        holds class indices (cross-entropy) or (n_samples, n_outputs) values
+        in X's dtype (squared error). ``seed`` draws the dropout masks of
+        this minibatch.
         """
         workspace, chunk_grads = self._buffers(X.dtype, [len(batch)], lengths[batch[0]],
                                                n_threads, truncate)
+        labels, targets = self.split_targets(y)
         return _network.loss_and_grad(
-            X, lengths, batch, y, sample_weight, loss_scale, params, grad_out,
-            chunk_grads, workspace, _CELL_CODES[self.cell],
-            self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, truncate, dropout, seed, n_threads,
+            self.spec, self.hidden_sizes, X, lengths, batch, labels, targets,
+            sample_weight, loss_scale, params, grad_out, chunk_grads, workspace,
+            truncate, seed, n_threads,
         )
 
-    def logits(self, params, X, lengths, n_threads):
-        """(n_samples, n_classes) logits of every sequence of X."""
+    def split_targets(self, y):
+        """``(labels, targets)`` for the kernels: y goes to the one the loss
+        reads, the other is None."""
+        return (y, None) if self.loss == "cross_entropy" else (None, y)
+
+    def outputs(self, params, X, lengths, n_threads):
+        """(n_samples, n_outputs) head outputs of every sequence of X: logits
+        (cross-entropy) or predictions (squared error)."""
         batch = sort_by_length(lengths)
         workspace, _ = self._buffers(X.dtype, [len(batch)], lengths[batch[0]], n_threads)
-        out = np.empty((len(batch), self.n_classes), dtype=X.dtype)
-        _network.forward(
-            X, lengths, batch, params, out, workspace, _CELL_CODES[self.cell],
-            self.nonlinearity == "relu", self.hidden_sizes, self.n_dirs,
-            self.n_classes, n_threads,
-        )
-        logits = np.empty_like(out)
-        logits[batch] = out
-        return logits
+        out = np.empty((len(batch), self.n_outputs), dtype=X.dtype)
+        _network.forward(self.spec, self.hidden_sizes, X, lengths, batch, params, out,
+                         workspace, n_threads)
+        outputs = np.empty_like(out)
+        outputs[batch] = out
+        return outputs
 
 
 def _check_is_dict(weights):
@@ -204,6 +224,22 @@ _TRUNCATE_BIDIRECTIONAL = (
 )
 
 
+def check_truncation(bptt_truncate, bidirectional, output, output_name="output"):
+    """Truncated BPTT backpropagates the last k steps into the last state; it
+    is not defined where the reverse direction or a pooled head needs them all."""
+    if bptt_truncate is None:
+        return
+    if bidirectional:
+        raise ValueError(_TRUNCATE_BIDIRECTIONAL)
+    if output != "last":
+        raise ValueError(
+            f"bptt_truncate cannot be combined with {output_name}={output!r}: a "
+            f"{output} over the steps reads every step, and truncated BPTT "
+            f"backpropagates only into the last state from the last k steps. Use "
+            f"bptt_truncate=None or {output_name}='last'."
+        )
+
+
 def check_nonlinearity(cell, nonlinearity):
     """Only the Elman cell has a choice of nonlinearity."""
     if cell != "rnn" and nonlinearity != "tanh":
@@ -214,7 +250,7 @@ def check_nonlinearity(cell, nonlinearity):
         )
 
 
-def network_from_weights(weights, cell, nonlinearity, n_features):
+def network_from_weights(weights, cell, nonlinearity, n_features, output, loss):
     """The Network whose parameters ``weights`` names (layers, directions and
     sizes read from the keys and shapes; ``Network.pack`` checks the rest)."""
     _check_is_dict(weights)
@@ -236,7 +272,7 @@ def network_from_weights(weights, cell, nonlinearity, n_features):
         )
     bidirectional = any(name.endswith("_reverse") for name in weights)
     return Network(cell, nonlinearity, n_features, hidden_sizes, out_shape[0],
-                   bidirectional)
+                   bidirectional, output, loss)
 
 
 def loss_and_grad(
@@ -250,13 +286,16 @@ def loss_and_grad(
     bptt_truncate=None,
     sample_weight=None,
     n_threads=None,
+    output="last",
+    loss="cross_entropy",
 ):
-    """Loss of a many-to-one recurrent classifier and its gradient.
+    """Loss of a many-to-one recurrent network and its gradient.
 
     Runs the same Cython forward and backward pass through time that
-    :class:`cbptt.RNNClassifier` trains with, on weights you supply. Use it to
-    check gradients, to evaluate weights trained elsewhere (the names and
-    shapes are PyTorch's ``state_dict``), or to write your own training loop.
+    :class:`cbptt.RNNClassifier` and :class:`cbptt.RNNRegressor` train with,
+    on weights you supply. Use it to check gradients, to evaluate weights
+    trained elsewhere (the names and shapes are PyTorch's ``state_dict``), or
+    to write your own training loop.
 
     Parameters
     ----------
@@ -267,13 +306,16 @@ def loss_and_grad(
         ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H_k,), with suffix
         ``_reverse`` for the reverse direction of a bidirectional layer;
         G = 1, 4, 3 for rnn, lstm, gru. Layers may differ in size. Plus the
-        classification head ``weight_out`` (C, H_last) or (C, 2*H_last) and
-        ``bias_out`` (C,). Layers, directions and sizes are read from it.
+        head ``weight_out`` (C, H_last) or (C, 2*H_last) and ``bias_out``
+        (C,): C classes, or C outputs with ``loss="squared_error"``.
+        Layers, directions and sizes are read from it.
     X : array-like of shape (n_samples, n_timesteps, n_features)
         Input sequences, float32 or float64 (the computation runs in X's
         dtype; other numeric dtypes are converted to float64).
-    y : array-like of shape (n_samples,)
-        Class indices in ``[0, C)``.
+    y : array-like of shape (n_samples,) or (n_samples, C)
+        ``loss="cross_entropy"``: class indices in ``[0, C)``, shape
+        (n_samples,). ``loss="squared_error"``: real targets of shape
+        (n_samples, C), or (n_samples,) when C is 1.
     cell : {"rnn", "lstm", "gru"}, default="rnn"
         Recurrent cell, with PyTorch's equations and gate order.
     nonlinearity : {"tanh", "relu"}, default="tanh"
@@ -283,20 +325,28 @@ def loss_and_grad(
         rest is padding, whose content never matters. None means all steps.
     bptt_truncate : int, default=None
         Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT. Not defined
-        for bidirectional networks.
+        sequence only (truncated BPTT). None means full BPTT. Defined for
+        ``output="last"`` and unidirectional networks only.
         The steps before those run forward only, so the memory of training
         grows with ``bptt_truncate``, not with the sequence length.
     sample_weight : array-like of shape (n_samples,), default=None
-        Non-negative weights; the loss is ``sum_i w_i CE_i / sum_i w_i``.
+        Non-negative weights; the loss is ``sum_i w_i l_i / sum_i w_i``.
     n_threads : int, default=None
         Maximum number of OpenMP threads; None uses what OpenMP allows.
         The result does not depend on it.
+    output : {"last", "mean", "max"}, default="last"
+        What the head reads of the top layer's output sequence: each
+        direction's state after its last step (PyTorch's ``h_n``), or the
+        mean or elementwise max of the outputs over each sequence's valid
+        steps. ``weight_out`` and ``bias_out`` then map it to C values.
+    loss : {"cross_entropy", "squared_error"}, default="cross_entropy"
+        Softmax cross-entropy of the class index, or half the mean squared
+        error over the C outputs, ``l_i = sum_c (z_ic - y_ic)^2 / (2 C)``.
 
     Returns
     -------
     loss : float
-        Weighted mean softmax cross-entropy.
+        Weighted mean loss.
     grads : dict of str -> ndarray
         Gradient of ``loss`` for every weight, same keys and shapes as
         ``weights``, in X's dtype.
@@ -318,9 +368,14 @@ def loss_and_grad(
     >>> loss, grads = loss_and_grad(weights, X, y)
     >>> grads["weight_hh_l0"].shape
     (4, 4)
+    >>> targets = rng.normal(size=(5, C))
+    >>> loss, grads = loss_and_grad(weights, X, targets, output="mean",
+    ...                             loss="squared_error")
     """
     _check_choice(cell, "cell", CELLS)
     _check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+    _check_choice(output, "output", OUTPUTS)
+    _check_choice(loss, "loss", LOSSES)
     check_nonlinearity(cell, nonlinearity)
     n_threads = check_positive_int_or_none(n_threads, "n_threads")
     bptt_truncate = check_positive_int_or_none(bptt_truncate, "bptt_truncate")
@@ -348,20 +403,10 @@ def loss_and_grad(
         if not np.all(np.isfinite(X[valid])):
             raise ValueError("X contains NaN or infinity within the valid steps.")
 
-    net = network_from_weights(weights, cell, nonlinearity, n_features)
-    if bptt_truncate is not None and net.n_dirs == 2:
-        raise ValueError(_TRUNCATE_BIDIRECTIONAL)
+    net = network_from_weights(weights, cell, nonlinearity, n_features, output, loss)
+    check_truncation(bptt_truncate, net.n_dirs == 2, output)
     flat = net.pack(weights, X.dtype)
-
-    y = np.asarray(y)
-    if y.shape != (n_samples,):
-        raise ValueError(f"y must have shape ({n_samples},); got {y.shape}.")
-    if y.dtype.kind not in "iu" or (n_samples and (y.min() < 0 or y.max() >= net.n_classes)):
-        raise ValueError(
-            f"y must hold integer class indices in [0, {net.n_classes}) "
-            f"(n_classes is weight_out.shape[0])."
-        )
-    y = np.ascontiguousarray(y, dtype=np.intp)
+    y = _check_loss_targets(y, loss, n_samples, net.n_outputs, X.dtype)
     if sample_weight is None:
         weight_sum = float(n_samples)
     else:
@@ -381,13 +426,42 @@ def loss_and_grad(
 
     grad = np.empty_like(flat)
     with single_threaded_blas():
-        loss = net.loss_and_grad(
+        value = net.loss_and_grad(
             flat, X, lengths, sort_by_length(lengths), y, sample_weight,
             1.0 / weight_sum, grad, truncate, effective_n_threads(n_threads),
         )
-    if not (np.isfinite(loss) and np.all(np.isfinite(grad))):
+    if not (np.isfinite(value) and np.all(np.isfinite(grad))):
         raise ValueError(
             "The loss or its gradient is not finite; the weights are too large "
             "for this input."
         )
-    return float(loss), {name: view.copy() for name, view in net.unpack(grad).items()}
+    return float(value), {name: view.copy() for name, view in net.unpack(grad).items()}
+
+
+def _check_loss_targets(y, loss, n_samples, n_outputs, dtype):
+    """y as the kernels read it: intp class indices in [0, n_outputs)
+    (cross-entropy), or C-contiguous (n_samples, n_outputs) values in X's
+    dtype (squared error)."""
+    y = np.asarray(y)
+    if loss == "cross_entropy":
+        if y.shape != (n_samples,):
+            raise ValueError(f"y must have shape ({n_samples},); got {y.shape}.")
+        if y.dtype.kind not in "iu" or (n_samples and (y.min() < 0 or y.max() >= n_outputs)):
+            raise ValueError(
+                f"y must hold integer class indices in [0, {n_outputs}) "
+                f"(n_classes is weight_out.shape[0])."
+            )
+        return np.ascontiguousarray(y, dtype=np.intp)
+    if n_outputs == 1 and y.shape == (n_samples,):
+        y = y[:, np.newaxis]
+    if y.shape != (n_samples, n_outputs):
+        raise ValueError(
+            f"y must have shape ({n_samples}, {n_outputs}) with loss='squared_error' "
+            f"(one value per row of weight_out); got {y.shape}."
+        )
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"y must hold real numbers; got dtype {y.dtype}.")
+    y = np.ascontiguousarray(y, dtype=dtype)
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"y contains NaN or infinity, or values too large for {dtype}.")
+    return y

@@ -12,7 +12,7 @@ import numpy as np
 
 from cbptt._kernels import network as _kernels
 
-_CODES = _kernels.solver_codes     # of train_epoch
+_CODES = _kernels.solver_codes     # Solver.kind of train_epoch
 
 
 class _Optimizer:
@@ -28,8 +28,15 @@ class _Optimizer:
         self.state_a = np.zeros(n_params, dtype=dtype)
         self.state_b = np.zeros(1, dtype=dtype)    # used by Adam only
 
-    def hyperparameters(self):
-        """The solver_params of train_epoch."""
+    def settings(self):
+        """The kernels' Solver (cbptt/_kernels/_epoch.pxi): this solver's
+        fields set, the others' zero."""
+        fields = dict.fromkeys(("momentum", "nesterov", "beta_1", "beta_2", "rho",
+                                "epsilon"), 0)
+        return {**fields, "kind": self.code, "learning_rate": self.learning_rate,
+                "steps_done": self.t, **self._hyperparameters()}
+
+    def _hyperparameters(self):
         raise NotImplementedError
 
     def epoch_ends(self, n_samples_seen):
@@ -53,8 +60,8 @@ class SGD(_Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def hyperparameters(self):
-        return np.array([self.learning_rate, self.momentum, float(self.nesterov)])
+    def _hyperparameters(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def epoch_ends(self, n_samples_seen):
         if self.schedule == "invscaling":
@@ -82,8 +89,8 @@ class Adam(_Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
 
-    def hyperparameters(self):
-        return np.array([self.learning_rate, self.beta_1, self.beta_2, self.epsilon])
+    def _hyperparameters(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
 class RMSProp(_Optimizer):
@@ -96,8 +103,8 @@ class RMSProp(_Optimizer):
         self.rho = rho
         self.epsilon = epsilon
 
-    def hyperparameters(self):
-        return np.array([self.learning_rate, self.rho, self.epsilon])
+    def _hyperparameters(self):
+        return {"rho": self.rho, "epsilon": self.epsilon}
 
 
 def make_optimizer(estimator, n_params, dtype):

@@ -8,6 +8,22 @@ backward loop per layer and direction, written like the equations. It is itself 
 against central finite differences and PyTorch autograd in ``tests/test_reference.py``;
 the kernels are then checked against it.
 
+The head reads the top layer's output sequence o[i, t] (t < lengths[i]; bidirectional:
+o[i, t] = concat(forward state after step t, reverse state after step t)) and pools it:
+
+    output="last":  the forward state at t = lengths[i] - 1 and the reverse state after
+                    step 0 (PyTorch's ``h_n``),
+    output="mean":  pooled[i] = (1 / lengths[i]) * sum_{t < lengths[i]} o[i, t],
+    output="max":   pooled[i, j] = max_{t < lengths[i]} o[i, t, j] (gradient to the first t
+                    attaining it),
+
+then z = pooled @ weight_out.T + bias_out and a per-sample loss l_i:
+
+    loss="cross_entropy":  l_i = -log softmax(z_i)[y_i],          y_i a class index,
+    loss="squared_error":  l_i = 0.5 * mean_c (z_ic - y_ic)**2,   y_i a vector of C reals,
+
+    loss = sum_i w_i l_i / sum_i w_i.
+
 Conventions are PyTorch's (``torch.nn.RNN/LSTM/GRU`` state_dict names, gate order, and
 ``h_n`` of a ``pack_padded_sequence`` run); see ``reference_loss_and_grad``.
 """
@@ -18,6 +34,8 @@ import numpy as np
 
 __all__ = [
     "N_GATES",
+    "OUTPUTS",
+    "LOSSES",
     "reference_loss_and_grad",
     "reference_loss",
     "init_weights",
@@ -25,6 +43,8 @@ __all__ = [
 ]
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+OUTPUTS = ("last", "mean", "max")
+LOSSES = ("cross_entropy", "squared_error")
 
 _PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -93,7 +113,36 @@ def _architecture(weights, cell, n_features):
     return n_layers, bidirectional, hidden_sizes
 
 
-def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight):
+def _check_targets(y, loss, n_samples, n_classes):
+    """y as the loss reads it: class indices (n,) or float64 targets (n, C)."""
+    y = np.asarray(y)
+    if loss == "cross_entropy":
+        if y.shape != (n_samples,) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError("y must be integer class indices of shape (n_samples,) "
+                             "for loss='cross_entropy'")
+        if y.min() < 0 or y.max() >= n_classes:
+            raise ValueError(f"y must lie in [0, {n_classes})")
+        return y
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise ValueError(f"y must be real numbers for loss='squared_error', got dtype {y.dtype}")
+    if n_classes == 1 and y.shape == (n_samples,):
+        y = y[:, None]
+    if y.shape != (n_samples, n_classes):
+        raise ValueError(f"y must have shape (n_samples, n_outputs) = {(n_samples, n_classes)} "
+                         f"for loss='squared_error' (or (n_samples,) when n_outputs == 1), "
+                         f"got {y.shape}")
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y must be finite for loss='squared_error'")
+    return y
+
+
+def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight,
+                  output, loss):
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 3:
         raise ValueError(f"X must be (n_samples, n_timesteps, n_features), got shape {X.shape}")
@@ -104,11 +153,7 @@ def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sam
     weights = {key: np.asarray(value, dtype=np.float64) for key, value in weights.items()}
     n_classes = weights["bias_out"].shape[0]
 
-    y = np.asarray(y)
-    if y.shape != (n_samples,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError("y must be integer class indices of shape (n_samples,)")
-    if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"y must lie in [0, {n_classes})")
+    y = _check_targets(y, loss, n_samples, n_classes)
 
     if lengths is None:
         lengths = np.full(n_samples, n_timesteps, dtype=np.intp)
@@ -127,6 +172,9 @@ def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sam
             raise ValueError(f"bptt_truncate must be an int >= 1 or None, got {bptt_truncate!r}")
         if bidirectional:
             raise ValueError("bptt_truncate is not defined for bidirectional networks")
+        if output != "last":
+            raise ValueError(f"bptt_truncate is only defined for output='last' (the gradient "
+                             f"through each sequence's last steps), got output={output!r}")
 
     if sample_weight is None:
         sample_weight = np.ones(n_samples)
@@ -292,17 +340,73 @@ def _backward_direction(cell, nonlinearity, params, tape, d_outputs, lengths, re
 
 
 # ----------------------------------------------------------------------------------------
+# Head: pooling over time, and the per-sample loss
+# ----------------------------------------------------------------------------------------
+
+
+def _pool(outputs, lengths, output, reverse):
+    """Pool one direction's top-layer outputs o (n, T, H) over the valid steps into (n, H).
+
+    Returns ``pooled`` and ``steps_read``: for "last" and "max", steps_read[i, j] is the step
+    t whose o[i, t, j] the head read; for "mean" it is None (every valid step is read).
+    """
+    n_samples, n_timesteps, n_hidden = outputs.shape
+    valid = (np.arange(n_timesteps) < lengths[:, None])[:, :, None]  # t < lengths[i]
+    if output == "mean":
+        # pooled[i] = sum_{t < lengths[i]} o[i, t] / lengths[i]
+        return np.where(valid, outputs, 0.0).sum(axis=1) / lengths[:, None], None
+    if output == "last":
+        # forward: the state at t = lengths[i] - 1; reverse: the state after step 0 (h_n)
+        t_last = np.zeros(n_samples, dtype=np.intp) if reverse else lengths - 1
+        steps_read = np.repeat(t_last[:, None], n_hidden, axis=1)
+    else:  # max
+        # pooled[i, j] = max_{t < lengths[i]} o[i, t, j]; argmax returns the first such t
+        steps_read = np.argmax(np.where(valid, outputs, -np.inf), axis=1)
+    pooled = np.take_along_axis(outputs, steps_read[:, None, :], axis=1)[:, 0]
+    return pooled, steps_read
+
+
+def _unpool(d_pooled, steps_read, lengths, n_timesteps):
+    """Mirror of ``_pool``: backprop from d pooled (n, H) into d o (n, T, H)."""
+    n_samples, n_hidden = d_pooled.shape
+    if steps_read is None:
+        # mean: d pooled[i] / lengths[i] flows to every valid step
+        valid = (np.arange(n_timesteps) < lengths[:, None])[:, :, None]
+        return np.where(valid, (d_pooled / lengths[:, None])[:, None, :], 0.0)
+    # last, max: d pooled[i, j] flows to the one step steps_read[i, j] the head read
+    d_outputs = np.zeros((n_samples, n_timesteps, n_hidden))
+    np.put_along_axis(d_outputs, steps_read[:, None, :], d_pooled[:, None, :], axis=1)
+    return d_outputs
+
+
+def _per_sample_loss(logits, y, loss):
+    """The per-sample losses l_i (n,) of the logits z (n, C), and dl_i/dz_i (n, C)."""
+    if loss == "cross_entropy":
+        # l_i = -log softmax(z_i)[y_i], through log-sum-exp
+        samples = np.arange(logits.shape[0])
+        m = logits.max(axis=1, keepdims=True)
+        log_p = logits - (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))
+        # dl_i/dz_i = softmax(z_i) - onehot(y_i)
+        d_logits = np.exp(log_p)
+        d_logits[samples, y] -= 1.0
+        return -log_p[samples, y], d_logits
+    # l_i = 0.5 * mean_c (z_ic - y_ic)^2;  dl_i/dz_ic = (z_ic - y_ic) / C
+    residual = logits - y
+    return 0.5 * np.mean(residual**2, axis=1), residual / logits.shape[1]
+
+
+# ----------------------------------------------------------------------------------------
 # Whole network
 # ----------------------------------------------------------------------------------------
 
 
-def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight, need_grad):
+def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight, output,
+         loss, need_grad):
     (weights, X, y, lengths, sample_weight, n_layers, bidirectional,
      hidden_sizes) = _check_inputs(weights, X, y, cell, nonlinearity, lengths,
-                                   bptt_truncate, sample_weight)
-    n_samples = X.shape[0]
+                                   bptt_truncate, sample_weight, output, loss)
+    n_timesteps = X.shape[1]
     suffixes = _suffixes(bidirectional)
-    samples = np.arange(n_samples)
 
     # Forward: layer k reads layer k-1's full output sequence (forward then reverse features).
     inputs = X
@@ -317,36 +421,33 @@ def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weigh
         tapes.append(layer_tapes)
         inputs = np.concatenate([outputs[s] for s in suffixes], axis=2)
 
-    # Head: forward state at each sequence's last valid step; reverse state after step 0.
-    h_last = [outputs[""][samples, lengths - 1]]
-    if bidirectional:
-        h_last.append(outputs["_reverse"][:, 0])
-    h_head = np.concatenate(h_last, axis=1)
-    logits = h_head @ weights["weight_out"].T + weights["bias_out"]
-
-    # Softmax cross-entropy through log-sum-exp, weighted mean over samples.
-    m = logits.max(axis=1, keepdims=True)
-    log_p = logits - (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))
-    ce = -log_p[samples, y]
-    loss = float(np.sum(sample_weight * ce) / np.sum(sample_weight))
+    # Head: pool each direction of the top layer over time, then z = pooled @ W_out.T + b_out.
+    pooled_parts, steps_read = {}, {}
+    for suffix in suffixes:
+        pooled_parts[suffix], steps_read[suffix] = _pool(outputs[suffix], lengths, output,
+                                                         reverse=(suffix == "_reverse"))
+    pooled = np.concatenate([pooled_parts[s] for s in suffixes], axis=1)
+    logits = pooled @ weights["weight_out"].T + weights["bias_out"]
+    # l_i and dl_i/dz_i; loss = sum_i w_i l_i / sum_i w_i
+    sample_loss, d_sample_loss = _per_sample_loss(logits, y, loss)
+    mean_loss = float(np.sum(sample_weight * sample_loss) / np.sum(sample_weight))
     if not need_grad:
-        return loss, None
+        return mean_loss, None
 
     grads = {}
-    # backprop into the logits: (softmax - onehot) * w_i / sum(w)
-    d_logits = np.exp(log_p)
-    d_logits[samples, y] -= 1.0
-    d_logits *= (sample_weight / sample_weight.sum())[:, None]
-    # backprop into the head's weights and into the states it read
-    grads["weight_out"] = d_logits.T @ h_head
+    # backprop into the logits: dl_i/dz_i * w_i / sum(w)
+    d_logits = d_sample_loss * (sample_weight / sample_weight.sum())[:, None]
+    # backprop into the head's weights and into the pooled vector
+    grads["weight_out"] = d_logits.T @ pooled
     grads["bias_out"] = d_logits.sum(axis=0)
-    d_head = d_logits @ weights["weight_out"]
-
+    d_pooled = d_logits @ weights["weight_out"]
+    # backprop into the top layer's outputs, per direction, at every step the head read
     n_hidden = hidden_sizes[-1]
-    d_outputs = {s: np.zeros((n_samples, X.shape[1], n_hidden)) for s in suffixes}
-    d_outputs[""][samples, lengths - 1] = d_head[:, :n_hidden]
-    if bidirectional:
-        d_outputs["_reverse"][:, 0] = d_head[:, n_hidden:]
+    d_outputs = {
+        suffix: _unpool(d_pooled[:, j * n_hidden:(j + 1) * n_hidden], steps_read[suffix],
+                        lengths, n_timesteps)
+        for j, suffix in enumerate(suffixes)
+    }
 
     # Backward: top layer first; each layer hands dLoss/d(its inputs) to the layer below.
     for k in range(n_layers - 1, -1, -1):
@@ -366,12 +467,13 @@ def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weigh
             if bidirectional:
                 d_outputs["_reverse"] = d_inputs[:, :, n_below:]
 
-    return loss, {key: grads[key] for key in weights}
+    return mean_loss, {key: grads[key] for key in weights}
 
 
 def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
-                            bptt_truncate=None, sample_weight=None):
-    """Many-to-one softmax cross-entropy loss of a (stacked, bidirectional) RNN and its gradient.
+                            bptt_truncate=None, sample_weight=None, output="last",
+                            loss="cross_entropy"):
+    """Many-to-one loss of a (stacked, bidirectional) RNN with a pooling head, and its gradient.
 
     Parameters
     ----------
@@ -381,36 +483,50 @@ def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", l
         ``_reverse`` for a bidirectional network, and the head ``weight_out`` (C, H_last or
         2*H_last), ``bias_out`` (C,). G = 1, 4, 3 for rnn, lstm, gru.
     X : array (n_samples, n_timesteps, n_features)
-    y : int array (n_samples,), class indices.
+    y : loss="cross_entropy": int array (n_samples,), class indices in [0, C).
+        loss="squared_error": real array (n_samples, C), or (n_samples,) when C == 1.
     cell : "rnn", "lstm" or "gru".
     nonlinearity : "tanh" or "relu"; used by cell="rnn" only.
     lengths : int array (n_samples,) in [1, n_timesteps], or None (all full length).
         Steps t >= lengths[i] are padding and are never read.
     bptt_truncate : int >= 1 or None
         The gradient flows only through the last k valid steps of each sequence.
-        Not defined (ValueError) for bidirectional networks.
+        Defined (else ValueError) for unidirectional networks with output="last" only.
     sample_weight : array (n_samples,) or None
-        loss = sum_i w_i CE_i / sum_i w_i.
+        loss = sum_i w_i l_i / sum_i w_i.
+    output : "last", "mean" or "max"
+        What the head reads from the top layer's outputs o[i, t], t < lengths[i] (when
+        bidirectional, o[i, t] = concat(forward state after step t, reverse state after
+        step t)):
+        "last": the forward state at t = lengths[i] - 1 and the reverse state after it ran
+        from t = lengths[i] - 1 down to 0, i.e. ``h_n`` of PyTorch with
+        ``pack_padded_sequence``;
+        "mean": pooled[i] = (1 / lengths[i]) * sum_{t < lengths[i]} o[i, t];
+        "max": pooled[i, j] = max_{t < lengths[i]} o[i, t, j]; the gradient of unit j flows
+        to the first t (in time order) attaining the max.
+        Then z = pooled @ weight_out.T + bias_out.
+    loss : "cross_entropy" or "squared_error"
+        "cross_entropy": l_i = -log softmax(z_i)[y_i];
+        "squared_error": l_i = 0.5 * mean_c (z_ic - y_ic)^2, so dl_i/dz_ic = (z_ic - y_ic) / C
+        (scikit-learn's MLPRegressor convention).
 
     Returns
     -------
     loss : float
     grads : dict, same keys and shapes as ``weights``, float64.
 
-    The head reads the last layer: the forward state at t = lengths[i] - 1 and, when
-    bidirectional, the reverse state after it ran from t = lengths[i] - 1 down to 0, i.e.
-    ``h_n`` of PyTorch with ``pack_padded_sequence``. Everything is computed in float64.
+    Everything is computed in float64.
     """
     return _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weight,
-                need_grad=True)
+                output, loss, need_grad=True)
 
 
 def reference_loss(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
-                   sample_weight=None):
+                   sample_weight=None, output="last", loss="cross_entropy"):
     """The loss of ``reference_loss_and_grad`` alone (forward pass only)."""
-    loss, _ = _run(weights, X, y, cell, nonlinearity, lengths, None, sample_weight,
-                   need_grad=False)
-    return loss
+    value, _ = _run(weights, X, y, cell, nonlinearity, lengths, None, sample_weight, output,
+                    loss, need_grad=False)
+    return value
 
 
 # ----------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_sequence_with_wrong_dimensionality_in_a_list():
 
 @pytest.mark.parametrize("X", [X3, RAGGED], ids=["array", "list"])
 def test_y_of_the_wrong_length(X):
-    _raises_unchanged(ValueError, f"X has {N} sequences but y has {N - 1} labels",
+    _raises_unchanged(ValueError, f"X has {N} sequences but y has {N - 1} targets",
                       _clf().fit, X, Y[:-1])
 
 

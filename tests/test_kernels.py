@@ -180,13 +180,13 @@ def test_long_sequences_float32_close_to_float64(cell, bptt_truncate):
     assert _max_relative_error(grads32, grads64) < 1e-4
 
 
-def _long_network(cell, bidirectional=False):
+def _long_network(cell, bidirectional=False, dropout=0.0):
     from cbptt._functional import Network
 
     weights, X, y, lengths, _ = _problem(13, cell=cell, bidirectional=bidirectional,
                                          **LONG)
     network = Network(cell, "tanh", X.shape[2], LONG["H"], LONG["C"],
-                      bidirectional=bidirectional)
+                      bidirectional=bidirectional, dropout=dropout)
     return network, network.pack(weights, np.float64), weights, X, y, lengths
 
 
@@ -194,7 +194,7 @@ def _long_network(cell, bidirectional=False):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_long_sequences_predict_matches_reference(cell, bidirectional):
     network, params, weights, X, y, lengths = _long_network(cell, bidirectional)
-    logits = network.logits(params, X, lengths, n_threads=2)
+    logits = network.outputs(params, X, lengths, n_threads=2)
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     expected, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
     assert -np.mean(log_p[np.arange(len(y)), y]) == pytest.approx(expected, rel=1e-12)
@@ -206,12 +206,12 @@ def test_truncation_leaves_the_forward_pass_alone(cell):
     # included, is the same whichever steps are kept for the backward pass.
     from cbptt._functional import sort_by_length
 
-    network, params, _, X, y, lengths = _long_network(cell)
+    network, params, _, X, y, lengths = _long_network(cell, dropout=0.3)
     batch = sort_by_length(lengths)
     grad = np.empty_like(params)
     losses = [
         network.loss_and_grad(params, X, lengths, batch, y.astype(np.intp), None,
-                              1 / len(X), grad, truncate, 2, 0.3, 11)
+                              1 / len(X), grad, truncate, 2, seed=11)
         for truncate in (X.shape[1], 70, 5)
     ]
     assert losses[1] == pytest.approx(losses[0], rel=1e-12)
@@ -220,12 +220,13 @@ def test_truncation_leaves_the_forward_pass_alone(cell):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_scratch_memory_does_not_grow_with_sequence_length(cell):
-    from cbptt._functional import _CELL_CODES
+    from cbptt._functional import Network
     from cbptt._kernels import network as kernels
 
     def size(n_steps, training, truncate, n_dirs=1):
-        return kernels.workspace_size(_CELL_CODES[cell], np.array([32, 16]), n_dirs, 3,
-                                      4, 64, n_steps, training, truncate, True)
+        network = Network(cell, "tanh", 3, [32, 16], 4, bidirectional=n_dirs == 2)
+        return kernels.workspace_size(network.spec, network.hidden_sizes, 64, n_steps,
+                                      training, truncate, True)
 
     # Truncated training and predict keep a bounded number of steps...
     assert size(100_000, True, 20) == size(200, True, 20)
@@ -330,12 +331,12 @@ def _dropout_loss(cell, dropout, seed, n_threads=None):
     from cbptt._functional import Network, sort_by_length
 
     weights, X, y, lengths, _ = _problem(9, n=50, T=6, H=[6, 5], cell=cell)
-    network = Network(cell, "tanh", X.shape[2], [6, 5], 4)
+    network = Network(cell, "tanh", X.shape[2], [6, 5], 4, dropout=dropout)
     params = network.pack(weights, np.float64)
     grad = np.empty_like(params)
     loss = network.loss_and_grad(
         params, X, lengths, sort_by_length(lengths), y.astype(np.intp), None,
-        1 / len(X), grad, X.shape[1], n_threads or 1, dropout, seed,
+        1 / len(X), grad, X.shape[1], n_threads or 1, seed,
     )
     return loss, grad, weights, X, y, lengths
 
@@ -359,13 +360,13 @@ def test_dropout_gradient_matches_finite_differences():
     from cbptt._functional import Network, sort_by_length
 
     weights, X, y, lengths, _ = _problem(10, n=20, T=5, H=[4, 3], cell="gru")
-    network = Network("gru", "tanh", X.shape[2], [4, 3], 4)
+    network = Network("gru", "tanh", X.shape[2], [4, 3], 4, dropout=0.4)
     params = network.pack(weights, np.float64)
     batch = sort_by_length(lengths)
 
     def loss_at(p, grad):
         return network.loss_and_grad(p, X, lengths, batch, y.astype(np.intp), None,
-                                     1 / len(X), grad, X.shape[1], 1, 0.4, 7)
+                                     1 / len(X), grad, X.shape[1], 1, 7)
 
     grad = np.empty_like(params)
     loss_at(params, grad)
@@ -398,7 +399,7 @@ def test_stale_workspace_never_leaks(cell):
         return loss, grad
 
     fresh_loss, fresh_grad = loss_and_grad()
-    fresh_logits = network.logits(params, X, lengths, 2)
+    fresh_logits = network.outputs(params, X, lengths, 2)
     assert len(network._workspace) == 2  # training and forward-only scratch
     for buffers in network._workspace.values():
         for buffer in buffers:
@@ -407,7 +408,7 @@ def test_stale_workspace_never_leaks(cell):
     loss, grad = loss_and_grad()
     assert loss == fresh_loss
     np.testing.assert_array_equal(grad, fresh_grad)
-    np.testing.assert_array_equal(network.logits(params, X, lengths, 2), fresh_logits)
+    np.testing.assert_array_equal(network.outputs(params, X, lengths, 2), fresh_logits)
     ref_loss, _ = reference_loss_and_grad(weights, X, y, cell=cell, lengths=lengths)
     assert loss == pytest.approx(ref_loss, rel=1e-12)
 

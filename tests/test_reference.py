@@ -3,7 +3,9 @@
 The Cython kernels are tested against the reference, so the reference has to be right on
 its own: its gradient is compared with central finite differences of its loss, with an
 independent per-sample NumPy forward pass (for truncated BPTT), and, when PyTorch is
-installed, with torch autograd on the same weights.
+installed, with torch autograd on the same weights. The pooling heads (output="mean",
+"max") and the squared-error loss get the same checks, plus an independent per-sequence
+forward pass and hand computations.
 """
 
 import numpy as np
@@ -11,7 +13,9 @@ import pytest
 
 try:
     from reference import (
+        LOSSES,
         N_GATES,
+        OUTPUTS,
         init_weights,
         numerical_grad,
         reference_loss,
@@ -19,7 +23,9 @@ try:
     )
 except ImportError:  # tests/ imported as a package
     from tests.reference import (
+        LOSSES,
         N_GATES,
+        OUTPUTS,
         init_weights,
         numerical_grad,
         reference_loss,
@@ -58,12 +64,21 @@ FD_BATCHES = {k: v for k, v in BATCHES.items() if k != "ragged"}
 FD_EPS = 1e-5
 FD_RTOL = 1e-6
 
+# (output, loss) heads other than the default ("last", "cross_entropy") of the tests above
+HEADS = {f"{output}-{loss}": (output, loss) for output in OUTPUTS for loss in LOSSES
+         if (output, loss) != ("last", "cross_entropy")}
+POOLED_HEADS = {name: head for name, head in HEADS.items() if head[0] != "last"}
 
-def make_problem(cell, hidden_sizes, bidirectional, seed=0):
+
+def make_problem(cell, hidden_sizes, bidirectional, seed=0, loss="cross_entropy"):
+    """Random weights and X; y are class indices, or normal targets (n, C) for squared error
+    (drawn after X, so that weights and X do not depend on the loss)."""
     rng = np.random.default_rng(seed)
     weights = init_weights(rng, cell, N_FEATURES, hidden_sizes, N_CLASSES,
                            bidirectional=bidirectional)
     X = rng.normal(size=(N_SAMPLES, N_TIMESTEPS, N_FEATURES))
+    if loss == "squared_error":
+        return weights, X, rng.normal(size=(N_SAMPLES, N_CLASSES))
     y = np.array([0, 1, 2, 1])
     return weights, X, y
 
@@ -133,6 +148,42 @@ def test_grad_matches_finite_differences(cell_name, topology, batch):
     assert all(g.dtype == np.float64 for g in grads.values())
 
 
+# Finite differences are slow: every cell and topology on the ragged, weighted batch, and
+# the full batch on a stacked and a bidirectional network.
+FD_HEAD_CASES = [(cell_name, topology, "ragged-weighted")
+                 for cell_name in CELLS for topology in TOPOLOGIES]
+FD_HEAD_CASES += [(cell_name, topology, "full")
+                  for cell_name in CELLS for topology in ("stacked", "bidir")]
+
+
+@pytest.mark.parametrize("cell_name, topology, batch", FD_HEAD_CASES,
+                         ids=["-".join(case) for case in FD_HEAD_CASES])
+@pytest.mark.parametrize("head", HEADS)
+def test_head_grad_matches_finite_differences(head, cell_name, topology, batch):
+    # output="max": with continuous random data no two valid steps tie for a unit's max;
+    # with these seeds the largest two differ by >= 2e-4, far above the ~1e-5 an FD step
+    # moves them, so the max is differentiable where FD samples it. rnn-relu does have
+    # exact ties at 0 (units off at every valid step), but their pre-activations are < 0
+    # at all those steps, so the gradient through them is 0 whichever step is picked, for
+    # the reference and for FD alike. As above, no relu pre-activation lies within FD_EPS
+    # of the kink (the closest is 4e-3 away).
+    output, loss = HEADS[head]
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    use_lengths, use_weights = BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, loss=loss)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, output=output, loss=loss,
+                  lengths=RAGGED_LENGTHS if use_lengths else None,
+                  sample_weight=SAMPLE_WEIGHT if use_weights else None)
+
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert isinstance(value, float) and np.isfinite(value) and value > 0
+    assert value == reference_loss(weights, X, y, **kwargs)
+    fd = numerical_grad(lambda w: reference_loss(w, X, y, **kwargs), weights, eps=FD_EPS)
+    assert_grads_close(grads, fd, rtol=FD_RTOL, atol=1e-10)
+    assert list(grads) == list(weights)
+
+
 # ----------------------------------------------------------------------------------------
 # Truncated BPTT against an independent forward pass with a frozen prefix
 # ----------------------------------------------------------------------------------------
@@ -158,33 +209,50 @@ def _cell_step(cell, nonlinearity, params, x, h, c):
     return (1.0 - z) * n + z * h, c
 
 
+def _top_layer_outputs(live, frozen, x, start, cell, nonlinearity):
+    """The top layer's states h_0 .. h_{L-1} (L, H) of one sequence x (L, D) run alone
+    through a unidirectional network; steps t < start use the weights ``frozen``."""
+    n_layers = sum(key.startswith("weight_ih_l") for key in live)
+    seq = list(x)
+    for k in range(n_layers):
+        n_hidden = live[f"weight_hh_l{k}"].shape[1]
+        h = c = np.zeros(n_hidden)
+        out = []
+        for t in range(len(seq)):
+            weights = live if t >= start else frozen
+            params = [weights[f"{name}_l{k}"]
+                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h, c = _cell_step(cell, nonlinearity, params, seq[t], h, c)
+            out.append(h)
+        seq = out
+    return np.array(seq)
+
+
+def _sequence_loss(weights, outputs, target, output, loss):
+    """l_i of one sequence from its top-layer states (L, H): pool over time, affine, loss."""
+    pooled = {"last": outputs[-1], "mean": outputs.mean(axis=0),
+              "max": outputs.max(axis=0)}[output]
+    logits = weights["weight_out"] @ pooled + weights["bias_out"]
+    if loss == "cross_entropy":
+        return np.log(np.sum(np.exp(logits))) - logits[target]
+    return 0.5 * np.mean((logits - target) ** 2)
+
+
 def _frozen_prefix_loss(live, frozen, X, y, lengths, bptt_truncate, cell, nonlinearity,
-                        sample_weight=None):
+                        sample_weight=None, output="last", loss="cross_entropy"):
     """Unidirectional loss where steps t < lengths[i] - k use the constant weights ``frozen``.
 
     Its gradient with respect to ``live`` at live == frozen is exactly the truncated-BPTT
-    gradient: the states entering the last k steps are constants.
+    gradient: the states entering the last k steps are constants. With bptt_truncate=None
+    it is an independent forward pass of the whole loss.
     """
-    n_layers = sum(key.startswith("weight_ih_l") for key in live)
     w = np.ones(len(y)) if sample_weight is None else sample_weight
     total = 0.0
     for i in range(len(y)):
         length = lengths[i]
         start = 0 if bptt_truncate is None else length - bptt_truncate
-        seq = [X[i, t] for t in range(length)]
-        for k in range(n_layers):
-            n_hidden = live[f"weight_hh_l{k}"].shape[1]
-            h = c = np.zeros(n_hidden)
-            out = []
-            for t in range(length):
-                weights = live if t >= start else frozen
-                params = [weights[f"{name}_l{k}"]
-                          for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                h, c = _cell_step(cell, nonlinearity, params, seq[t], h, c)
-                out.append(h)
-            seq = out
-        logits = live["weight_out"] @ seq[-1] + live["bias_out"]
-        total += w[i] * (np.log(np.sum(np.exp(logits))) - logits[y[i]])
+        outputs = _top_layer_outputs(live, frozen, X[i, :length], start, cell, nonlinearity)
+        total += w[i] * _sequence_loss(live, outputs, y[i], output, loss)
     return total / np.sum(w)
 
 
@@ -428,6 +496,221 @@ def test_bad_arguments():
 
 
 # ----------------------------------------------------------------------------------------
+# Pooling heads and squared error
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_default_head_is_last_cross_entropy(cell_name, topology):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=20)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+                  sample_weight=SAMPLE_WEIGHT)
+    explicit = dict(output="last", loss="cross_entropy")
+    assert reference_loss(weights, X, y, **explicit, **kwargs) == \
+        reference_loss(weights, X, y, **kwargs)
+    for bptt_truncate in [None] if bidirectional else [None, 2]:
+        value, grads = reference_loss_and_grad(weights, X, y, bptt_truncate=bptt_truncate,
+                                               **kwargs)
+        value_e, grads_e = reference_loss_and_grad(weights, X, y, bptt_truncate=bptt_truncate,
+                                                   **explicit, **kwargs)
+        assert value_e == value
+        assert_grads_equal(grads_e, grads)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_head_loss_matches_independent_forward(cell_name, topology, head):
+    """Pooling and losses against a per-sequence forward that pools its own outputs."""
+    output, loss = HEADS[head]
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=21, loss=loss)
+    value = reference_loss(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                           lengths=RAGGED_LENGTHS, sample_weight=SAMPLE_WEIGHT,
+                           output=output, loss=loss)
+    expected = _frozen_prefix_loss(weights, weights, X, y, RAGGED_LENGTHS, None, cell,
+                                   nonlinearity, SAMPLE_WEIGHT, output=output, loss=loss)
+    assert value == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_squared_error_by_hand(output):
+    """loss = sum_i w_i 0.5 mean_c (z_ic - y_ic)^2 / sum_i w_i and the head's gradient."""
+    weights, X, y = make_problem("gru", [4], False, seed=22, loss="squared_error")
+    W_out, b_out = weights["weight_out"], weights["bias_out"]
+    w = SAMPLE_WEIGHT / SAMPLE_WEIGHT.sum()
+    pool = {"last": lambda o: o[-1], "mean": lambda o: o.mean(axis=0),
+            "max": lambda o: o.max(axis=0)}[output]
+    loss = 0.0
+    expected = {"weight_out": np.zeros_like(W_out), "bias_out": np.zeros_like(b_out)}
+    for i, length in enumerate(RAGGED_LENGTHS):
+        pooled = pool(_top_layer_outputs(weights, weights, X[i, :length], 0, "gru", "tanh"))
+        residual = W_out @ pooled + b_out - y[i]
+        loss += w[i] * 0.5 * np.sum(residual**2) / N_CLASSES
+        d_z = w[i] * residual / N_CLASSES
+        expected["weight_out"] += np.outer(d_z, pooled)
+        expected["bias_out"] += d_z
+
+    value, grads = reference_loss_and_grad(weights, X, y, cell="gru", lengths=RAGGED_LENGTHS,
+                                           sample_weight=SAMPLE_WEIGHT, output=output,
+                                           loss="squared_error")
+    assert value == pytest.approx(loss, rel=1e-13)
+    for key in expected:
+        np.testing.assert_allclose(grads[key], expected[key], rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_squared_error_one_output_accepts_1d_targets(output):
+    rng = np.random.default_rng(23)
+    weights = init_weights(rng, "lstm", N_FEATURES, [3], 1, bidirectional=True)
+    X = rng.normal(size=(N_SAMPLES, N_TIMESTEPS, N_FEATURES))
+    y = rng.normal(size=N_SAMPLES)
+    kwargs = dict(cell="lstm", lengths=RAGGED_LENGTHS, output=output, loss="squared_error")
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    value_2d, grads_2d = reference_loss_and_grad(weights, X, y[:, None], **kwargs)
+    assert value == value_2d
+    assert_grads_equal(grads, grads_2d)
+    # integer targets are read as floats
+    y_int = np.array([1, -2, 0, 3])
+    assert reference_loss(weights, X, y_int, **kwargs) == \
+        reference_loss(weights, X, y_int.astype(np.float64), **kwargs)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_pooling_length_one_sequences_is_last(cell_name, topology, loss):
+    """With one valid step, mean and max read exactly what last reads, in both directions."""
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=24, loss=loss)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=np.ones(N_SAMPLES, dtype=int),
+                  sample_weight=SAMPLE_WEIGHT, loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, output="last", **kwargs)
+    for output in ("mean", "max"):
+        value_p, grads_p = reference_loss_and_grad(weights, X, y, output=output, **kwargs)
+        assert value_p == value
+        assert_grads_equal(grads_p, grads)
+
+
+def test_max_ties_go_to_the_first_step():
+    """With weight_ih = weight_hh = 0 every valid step of a direction has the same state
+    h = tanh(bias_ih + bias_hh): all steps tie. The gradient must reach the first step
+    (t = 0) in both directions, which leaves its trace in the weight gradients:
+    dW_ih sums outer(d_pre, x_{i,0}); the forward step 0 has h_prev = 0 (dW_hh = 0), the
+    reverse step 0 has h_prev = h_reverse (its state after step 1) when lengths[i] >= 2."""
+    weights, X, y = make_problem("rnn", [3], True, seed=25)
+    for key in weights:
+        if key.startswith(("weight_ih", "weight_hh")):
+            weights[key] = np.zeros_like(weights[key])
+    value, grads = reference_loss_and_grad(weights, X, y, lengths=RAGGED_LENGTHS,
+                                           sample_weight=SAMPLE_WEIGHT, output="max")
+
+    h = {s: np.tanh(weights[f"bias_ih_l0{s}"] + weights[f"bias_hh_l0{s}"])
+         for s in ("", "_reverse")}
+    pooled = np.concatenate([h[""], h["_reverse"]])
+    logits = weights["weight_out"] @ pooled + weights["bias_out"]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    w = SAMPLE_WEIGHT / SAMPLE_WEIGHT.sum()
+    assert value == pytest.approx(np.sum(w * -np.log(p[y])), rel=1e-13)
+    d_pooled = [weights["weight_out"].T @ (w[i] * (p - np.eye(N_CLASSES)[y[i]]))
+                for i in range(N_SAMPLES)]
+    for j, s in enumerate(("", "_reverse")):
+        d_pre = [d[3 * j:3 * (j + 1)] * (1.0 - h[s] ** 2) for d in d_pooled]
+        h_prev = [np.zeros(3) if s == "" or length < 2 else h[s] for length in RAGGED_LENGTHS]
+        expected = {
+            "weight_ih": sum(np.outer(d_pre[i], X[i, 0]) for i in range(N_SAMPLES)),
+            "weight_hh": sum(np.outer(d_pre[i], h_prev[i]) for i in range(N_SAMPLES)),
+            "bias_ih": sum(d_pre),
+            "bias_hh": sum(d_pre),
+        }
+        for name, expected_grad in expected.items():
+            np.testing.assert_allclose(grads[f"{name}_l0{s}"], expected_grad, rtol=1e-12,
+                                       atol=1e-16, err_msg=f"{name}_l0{s}")
+    assert np.all(grads["weight_hh_l0"] == 0.0)
+    assert np.any(grads["weight_hh_l0_reverse"] != 0.0)
+
+
+@pytest.mark.parametrize("head", POOLED_HEADS)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_pooled_padding_is_never_read(cell_name, topology, head):
+    output, loss = POOLED_HEADS[head]
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=26, loss=loss)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+                  output=output, loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    for pad in (np.nan, np.inf, -np.inf, 1e300):
+        value_pad, grads_pad = reference_loss_and_grad(
+            weights, _with_padding(X, RAGGED_LENGTHS, pad), y, **kwargs)
+        assert np.isfinite(value_pad)
+        assert value_pad == value
+        assert_grads_equal(grads_pad, grads)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_head_ragged_batch_equals_separate_sequences(cell_name, topology, head):
+    """A padded batch gives the weighted mean of each sequence run alone at its length."""
+    output, loss = HEADS[head]
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=27, loss=loss)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, output=output, loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, lengths=RAGGED_LENGTHS,
+                                           sample_weight=SAMPLE_WEIGHT, **kwargs)
+    w = SAMPLE_WEIGHT / SAMPLE_WEIGHT.sum()
+    expected_value = 0.0
+    expected = {key: np.zeros_like(v) for key, v in weights.items()}
+    for i, length in enumerate(RAGGED_LENGTHS):
+        value_i, grads_i = reference_loss_and_grad(weights, X[i:i + 1, :length], y[i:i + 1],
+                                                   **kwargs)
+        expected_value += w[i] * value_i
+        for key in expected:
+            expected[key] += w[i] * grads_i[key]
+    assert value == pytest.approx(expected_value, rel=1e-13)
+    assert_grads_close(grads, expected, rtol=1e-12, atol=1e-16)
+
+
+def test_bad_head_arguments():
+    weights, X, y = make_problem("rnn", [3], False)
+    with pytest.raises(ValueError, match=r"output must be one of \('last', 'mean', 'max'\)"):
+        reference_loss_and_grad(weights, X, y, output="first")
+    with pytest.raises(ValueError, match="output must be one of"):
+        reference_loss(weights, X, y, output=None)
+    with pytest.raises(ValueError, match=r"loss must be one of \('cross_entropy', "):
+        reference_loss_and_grad(weights, X, y, loss="hinge")
+    for output in ("mean", "max"):
+        with pytest.raises(ValueError,
+                           match=f"bptt_truncate is only defined for output='last'.*{output}"):
+            reference_loss_and_grad(weights, X, y, output=output, bptt_truncate=2)
+    # cross-entropy wants class indices, squared error real targets (n, C)
+    _, _, targets = make_problem("rnn", [3], False, loss="squared_error")
+    with pytest.raises(ValueError, match="integer class indices.*cross_entropy"):
+        reference_loss_and_grad(weights, X, targets)
+    se = dict(loss="squared_error")
+    for bad in (targets[:, 0], targets[:, :1], targets[:3], np.ones((N_SAMPLES, N_CLASSES + 1))):
+        with pytest.raises(ValueError, match=r"y must have shape \(n_samples, n_outputs\)"):
+            reference_loss_and_grad(weights, X, bad, **se)
+    for bad in (targets.astype(str), targets > 0, targets.astype(complex)):
+        with pytest.raises(ValueError, match="y must be real numbers"):
+            reference_loss_and_grad(weights, X, bad, **se)
+    for value in (np.nan, np.inf):
+        bad = targets.copy()
+        bad[1, 2] = value
+        with pytest.raises(ValueError, match="y must be finite"):
+            reference_loss(weights, X, bad, **se)
+
+
+# ----------------------------------------------------------------------------------------
 # PyTorch autograd
 # ----------------------------------------------------------------------------------------
 
@@ -482,12 +765,30 @@ def _split_key(key):
     return base, int(rest), ""
 
 
-def _torch_head_loss(torch, h, y, sample_weight, head):
+def _torch_head_loss(torch, h, y, sample_weight, head, loss="cross_entropy"):
     logits = h @ head[0].T + head[1]
     w = torch.ones(len(y), dtype=torch.float64) if sample_weight is None else \
         torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
-    ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="none")
-    return (w * ce).sum() / w.sum()
+    if loss == "cross_entropy":
+        per_sample = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y),
+                                                       reduction="none")
+    else:  # 0.5 * mean over outputs of the squared error
+        per_sample = 0.5 * torch.nn.functional.mse_loss(
+            logits, torch.from_numpy(y).reshape(logits.shape), reduction="none").mean(dim=1)
+    return (w * per_sample).sum() / w.sum()
+
+
+def _torch_pool(torch, out, lengths, output):
+    """Mean or max of the top layer's output sequence over each sequence's valid steps."""
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+    n_samples, n_timesteps, _ = out.shape
+    lengths = torch.full((n_samples,), n_timesteps) if lengths is None else \
+        torch.as_tensor(lengths)
+    padding = (torch.arange(n_timesteps)[None, :] >= lengths[:, None])[:, :, None]
+    if output == "mean":
+        return out.masked_fill(padding, 0.0).sum(dim=1) / lengths[:, None]
+    return out.masked_fill(padding, -torch.inf).amax(dim=1)
 
 
 def _torch_grads(modules, names, head):
@@ -498,7 +799,8 @@ def _torch_grads(modules, names, head):
     return grads
 
 
-def torch_loss_and_grad(weights, X, y, cell, nonlinearity, lengths=None, sample_weight=None):
+def torch_loss_and_grad(weights, X, y, cell, nonlinearity, lengths=None, sample_weight=None,
+                        output="last", loss="cross_entropy"):
     torch = _torch()
     modules, names = _torch_modules(torch, weights, cell, nonlinearity)
     head = [torch.tensor(weights["weight_out"], requires_grad=True),
@@ -512,13 +814,15 @@ def torch_loss_and_grad(weights, X, y, cell, nonlinearity, lengths=None, sample_
         out, h_n = module(out)
     if cell == "lstm":
         h_n = h_n[0]
-    if modules[-1].bidirectional:
+    if output != "last":
+        h = _torch_pool(torch, out, lengths, output)
+    elif modules[-1].bidirectional:
         h = torch.cat([h_n[-2], h_n[-1]], dim=1)  # last layer: forward, reverse
     else:
         h = h_n[-1]
-    loss = _torch_head_loss(torch, h, y, sample_weight, head)
-    loss.backward()
-    return loss.item(), _torch_grads(modules, names, head)
+    value = _torch_head_loss(torch, h, y, sample_weight, head, loss)
+    value.backward()
+    return value.item(), _torch_grads(modules, names, head)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -540,6 +844,34 @@ def test_matches_torch_autograd(cell_name, topology, batch):
     loss, grads = reference_loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
                                           lengths=lengths, sample_weight=sample_weight)
     assert loss == pytest.approx(expected_loss, rel=TORCH_RTOL)
+    assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("topology", TORCH_TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+@pytest.mark.parametrize("head", HEADS)
+def test_head_matches_torch_autograd(head, cell_name, topology, batch):
+    """Mean/max over the valid steps of torch's (packed, then padded) output sequence, and
+    0.5 * mse_loss averaged over outputs. torch's max backward would split ties, but
+    continuous random data has none."""
+    _torch()
+    output, loss = HEADS[head]
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TORCH_TOPOLOGIES[topology]
+    use_lengths, use_weights = BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=28, loss=loss)
+    lengths = RAGGED_LENGTHS if use_lengths else None
+    sample_weight = SAMPLE_WEIGHT if use_weights else None
+
+    expected_value, expected = torch_loss_and_grad(weights, X, y, cell, nonlinearity, lengths,
+                                                   sample_weight, output=output, loss=loss)
+    if use_lengths:  # padding garbage must not matter to either side
+        X = _with_padding(X, RAGGED_LENGTHS, np.nan)
+    value, grads = reference_loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                                           lengths=lengths, sample_weight=sample_weight,
+                                           output=output, loss=loss)
+    assert value == pytest.approx(expected_value, rel=TORCH_RTOL)
     assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
 
 

@@ -4,7 +4,7 @@
 #
 # Why: a cell differs from another only here. The orchestration (GEMMs over
 # all steps, the time loop, layers, directions, chunks) is shared and lives in
-# _network.pxi; each function below is one fused pass over the H units that
+# _core.pxi; each function below is one fused pass over the H units that
 # reads the GEMM results and writes activations (forward) or the gradients of
 # the pre-activations (backward). Derivatives come from stored outputs.
 

@@ -1,9 +1,9 @@
-# Helpers shared by every cell kernel: row-major BLAS, the minibatch gather,
-# the softmax cross-entropy head and elementwise math for float32 and float64.
+# Helpers shared by every kernel: row-major BLAS, the minibatch gather, and
+# elementwise math for float32 and float64.
 #
-# Why: each cell's .pyx only spells out its own recurrence; everything around
-# the time loop (how a chunk reads its inputs, how the loss and its gradient are
-# formed, how a row-major GEMM maps onto Fortran BLAS) lives here, once.
+# Why: the kernels spell out the recurrence, the head and the losses;
+# everything they share (how a chunk reads its inputs, how a row-major GEMM
+# maps onto Fortran BLAS, denormal flushing) lives here, once.
 
 from cython cimport floating
 from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, tanh
@@ -132,39 +132,6 @@ cdef inline void gather_time_shifted(
         memcpy(x_out + i * row_size + n_features,
                X + samples[i] * x_stride + offsets[i] * n_features,
                lengths[i] * n_features * sizeof(floating))
-
-
-cdef inline double softmax_cross_entropy(
-    floating* logits, intp_t n_rows, intp_t n_classes,
-    const intp_t* rows, const intp_t* y, const floating* sample_weight,
-    double loss_scale,
-) noexcept nogil:
-    """Return sum_i w_i CE_i * loss_scale; overwrite logits with d loss / d logits.
-
-    The gradient of a sample's cross-entropy with respect to its logits is
-    softmax(logits) - onehot(y), scaled by the sample's weight and loss_scale.
-    sample_weight may be NULL (all weights one).
-    """
-    cdef intp_t i, c
-    cdef floating* z
-    cdef floating z_max, lse, w
-    cdef double loss = 0.0, sum_exp
-    for i in range(n_rows):
-        z = logits + i * n_classes
-        z_max = z[0]
-        for c in range(1, n_classes):
-            if z[c] > z_max:
-                z_max = z[c]
-        sum_exp = 0.0
-        for c in range(n_classes):
-            sum_exp += exp_(<floating> (z[c] - z_max))
-        lse = z_max + log_(<floating> sum_exp)
-        w = sample_weight[rows[i]] if sample_weight != NULL else 1
-        loss += w * (lse - z[y[rows[i]]])
-        for c in range(n_classes):
-            z[c] = exp_(<floating> (z[c] - lse)) * (w * loss_scale)
-        z[y[rows[i]]] -= w * loss_scale
-    return loss * loss_scale
 
 
 cdef inline void add_bias_rows(floating* a, const floating* bias,

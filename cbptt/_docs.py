@@ -1,0 +1,134 @@
+"""The parameter and attribute descriptions every estimator shares.
+
+Why: the estimators take the same parameters and have the same fitted
+attributes; each docstring fills these in (``fill_doc``) so that a parameter
+is described in one place.
+"""
+
+_PARAMETERS = """
+    Parameters
+    ----------
+    cell : {"gru", "lstm", "rnn"}, default="gru"
+        Recurrent cell, with PyTorch's equations and gate order: the GRU
+        (gates r, z, n), the LSTM (gates i, f, g, o) or the Elman RNN
+        ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``; ``h_0 = c_0 = 0``.
+        The GRU is the default because it was the most accurate for its
+        cost on the tasks of ``benchmarks/cell_study.py`` (see the docs).
+    hidden_layer_sizes : int or tuple of int, default=(64,)
+        Hidden units of each stacked recurrent layer; layer k + 1 reads
+        layer k's whole output sequence.
+    nonlinearity : {"tanh", "relu"}, default="tanh"
+        The activation ``f`` of the Elman cell. Gated cells accept only
+        "tanh".
+    bidirectional : bool, default=False
+        Each layer also runs backward over each sequence's valid steps; the
+        last-state head reads the forward state at the last step and the
+        backward state at the first step (PyTorch's ``h_n``).
+    pooling : {"last", "mean", "max"}, default="last"
+        What the output layer reads of the top recurrent layer's output
+        sequence: its state after each sequence's last step ("last"), or
+        the mean or the elementwise max of its outputs over the sequence's
+        valid steps. The pooled heads send gradient into every step, which
+        helps where the evidence lies early in long sequences; they are not
+        defined with ``bptt_truncate``.
+    dropout : float, default=0.0
+        Probability of zeroing each output unit of every layer but the last,
+        during training only (as PyTorch's ``dropout``).
+    solver : {"adam", "sgd", "rmsprop"}, default="adam"
+        Optimizer of the weights.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Learning rate schedule, used with ``solver="sgd"`` only (as in
+        ``MLPClassifier``): "invscaling" uses ``learning_rate_init / (t_ + 1)
+        ** power_t``; "adaptive" divides the rate by 5 each time the training
+        loss (or validation score) stops improving for ``n_iter_no_change``
+        epochs, and stops once it falls below 1e-6.
+    learning_rate_init : float, default=0.01
+        Initial step size.
+    power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
+    momentum : float, default=0.9
+        Momentum of ``solver="sgd"``, in [0, 1].
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum with ``solver="sgd"`` and ``momentum > 0``.
+    beta_1, beta_2 : float, default=0.9, 0.999
+        Decay rates of Adam's first and second moment estimates, in [0, 1).
+    epsilon : float, default=1e-8
+        Numerical stability term of Adam and RMSProp.
+    rho : float, default=0.9
+        Decay rate of RMSProp's running average of squared gradients.
+    alpha : float, default=1e-4
+        Strength of the L2 penalty on the weight matrices (not the biases),
+        added to the loss as ``alpha / (2 * batch_size) * ||W||^2`` (with
+        ``sample_weight``: the minibatch's sum of weights instead of its size).
+    batch_size : int or "auto", default="auto"
+        Minibatch size; "auto" is ``min(64, n_samples)``.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialization, shuffling and the validation split.
+    tol : float, default=1e-4
+        Training stops when the loss (or validation score) has not improved
+        by at least ``tol`` for ``n_iter_no_change`` consecutive epochs.
+    n_iter_no_change : int, default=10
+        Epochs without improvement allowed before stopping.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (%(split)s), stop when
+        its %(score)s stops improving and keep the best weights seen.
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out for early stopping.
+    clip_norm : float or None, default=5.0
+        Rescale each minibatch gradient so that its global L2 norm is at most
+        ``clip_norm``; None disables clipping.
+    bptt_truncate : int or None, default=None
+        Backpropagate through the last ``bptt_truncate`` steps of each
+        sequence only (truncated BPTT). None means full BPTT. Not defined
+        with ``bidirectional=True`` or a pooled head.
+        The steps before those run forward only, so the memory of training
+        grows with ``bptt_truncate``, not with the sequence length.
+    verbose : bool, default=False
+        Print loss, validation score and seconds for each epoch.
+    warm_start : bool, default=False
+        Start ``fit`` from the weights of the previous fit.
+    n_threads : int or None, default=None
+        Maximum number of OpenMP threads. None uses what OpenMP allows
+        (``OMP_NUM_THREADS``, ``threadpoolctl``)."""
+
+_ATTRIBUTES = """
+    n_features_in_ : int
+        Number of features per time step.
+    weights_ : dict of str -> ndarray
+        Trained weights with PyTorch's ``state_dict`` names and shapes
+        (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+        ``bias_hh_l{k}``, suffix ``_reverse`` for reverse directions) plus
+        the head ``weight_out`` (%(n_out)s, n_directions * H_last) and
+        ``bias_out``; the format :func:`cbptt.loss_and_grad` takes.
+    loss_ : float
+        Mean training loss (with the L2 term) of the last epoch.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float or None
+        Lowest training loss seen; None with ``early_stopping=True``.
+    validation_scores_ : list of float or None
+        Held-out %(score)s of each epoch with ``early_stopping=True``.
+    best_validation_score_ : float or None
+        Best held-out %(score)s with ``early_stopping=True``.
+    n_iter_ : int
+        Number of epochs run.
+    t_ : int
+        Number of training samples seen."""
+
+
+def fill_doc(split, score, n_out):
+    """Class decorator: replace ``%(parameters)s`` and ``%(attributes)s`` in
+    the docstring with the shared descriptions, saying how the early-stopping
+    split is drawn (``split``), what it scores (``score``) and the rows of
+    ``weight_out`` (``n_out``)."""
+    values = {"split": split, "score": score, "n_out": n_out}
+
+    def decorate(cls):
+        cls.__doc__ = cls.__doc__ % {"parameters": (_PARAMETERS % values).strip(),
+                                     "attributes": (_ATTRIBUTES % values).strip()}
+        return cls
+    return decorate

@@ -1,0 +1,168 @@
+# The compiled training epoch: for each minibatch the forward and backward
+# pass (_chunk.pxi), the L2 penalty, the divergence check, clipping to a
+# global norm and one optimizer step, all over the flat parameter vector.
+#
+# Why: Python between minibatches cost more than a small model's minibatch,
+# so the whole epoch is one nogil call; Python only draws the order and the
+# dropout seeds. Settings arrive as named struct fields (dicts from
+# cbptt._base and cbptt._optimizers).
+
+from libc.math cimport isfinite, pow, sqrt
+
+cdef enum:
+    SGD = 0
+    ADAM = 1
+    RMSPROP = 2
+
+# The codes the Python layer passes as Solver.kind.
+solver_codes = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP}
+
+
+cdef struct Schedule:
+    # How the epoch walks the data and regularizes each step.
+    intp_t batch_size
+    intp_t truncate                 # steps backpropagated per sequence
+    double alpha                    # L2 penalty on the entries where l2_mask is 1
+    double clip_norm                # <= 0: no clipping
+
+
+cdef struct Solver:
+    # The optimizer and its hyperparameters (cbptt._optimizers); each solver
+    # reads its own fields.
+    int kind                        # SGD, ADAM or RMSPROP
+    double learning_rate
+    double momentum                 # SGD
+    bint nesterov                   # SGD
+    double beta_1                   # Adam
+    double beta_2                   # Adam
+    double rho                      # RMSProp
+    double epsilon                  # Adam, RMSProp
+    intp_t steps_done               # steps taken before this epoch (Adam's bias correction)
+
+
+def train_epoch(
+    Spec spec,
+    intp_t[::1] hidden,
+    const floating[:, :, ::1] X,
+    const intp_t[::1] lengths,
+    const intp_t[::1] labels,
+    const floating[:, ::1] targets,
+    const floating[::1] sample_weight,
+    const intp_t[::1] order,
+    Schedule schedule,
+    Solver solver,
+    floating[::1] params,
+    floating[::1] state_a,
+    floating[::1] state_b,
+    floating[::1] grad,
+    floating[:, ::1] chunk_grads,
+    floating[:, ::1] workspace,
+    const floating[::1] l2_mask,
+    const uint64_t[::1] seeds,
+    int n_threads,
+):
+    """Train one epoch in place: for each minibatch
+    ``order[k:k + batch_size]`` the forward and backward pass, the L2 penalty
+    (data and penalty both divided by the minibatch's weight sum), clipping
+    and one step of the solver, which updates ``params`` and its state:
+    SGD's velocity in state_a; Adam's first and second moments in state_a,
+    state_b; RMSProp's square average in state_a.
+
+    The network, data and targets are as in loss_and_grad. ``seeds`` holds
+    each minibatch's dropout seed (empty without dropout). Returns (sum of
+    minibatch loss x weight sum, sum of weight sums, steps taken, index of
+    the minibatch whose loss or gradient was not finite, or -1). The scratch
+    buffers must fit the largest minibatch (``workspace_size`` and
+    ``chunk_rows``); at most ``workspace.shape[0]`` threads run.
+    """
+    cdef Model m = _model(&spec, hidden, X.shape[1], schedule.truncate, 0,
+                          floating is float)
+    cdef Data data = _data(&m, X, lengths, labels, targets, sample_weight)
+    cdef intp_t n = order.shape[0], P = params.shape[0], T = X.shape[1]
+    cdef intp_t start, n_batch, i, j, k = 0, steps = 0, diverged = -1
+    cdef intp_t[::1] batch = np.empty(min(schedule.batch_size, n), dtype=np.intp)
+    cdef intp_t[::1] slots = np.empty(T + 2, dtype=np.intp)
+    cdef double[::1] chunk_loss = np.empty(chunk_grads.shape[0])
+    cdef const floating* weights = <const floating*> data.sample_weight
+    cdef double weight_sum, loss, total_loss = 0, total_weight = 0, sq, coef
+    cdef floating p
+    _check_window(&m, schedule.truncate, T)
+    n_threads = min(n_threads, workspace.shape[0])
+    with nogil:
+        start = 0
+        while start < n:
+            n_batch = min(schedule.batch_size, n - start)
+            _sort_by_length(&lengths[0], T, &order[start], n_batch, &slots[0], &batch[0])
+            weight_sum = n_batch
+            if weights != NULL:
+                weight_sum = 0
+                for i in range(n_batch):
+                    weight_sum += weights[batch[i]]
+            start += n_batch
+            k += 1
+            if weight_sum <= 0:
+                continue
+            if m.dropout > 0:
+                m.seed = seeds[k - 1]
+            loss = _minibatch(&m, &data, &batch[0], n_batch, 1.0 / weight_sum, &params[0],
+                              P, &grad[0], &chunk_grads[0, 0], &workspace[0, 0],
+                              workspace.shape[1], &chunk_loss[0], n_threads)
+            # The L2 penalty, scaled like the data term (by the minibatch's
+            # weight sum), so a sample weight of 2 equals a duplicated sample.
+            if schedule.alpha > 0:
+                sq = 0
+                coef = schedule.alpha / weight_sum
+                for j in range(P):
+                    p = params[j] * l2_mask[j]
+                    sq += <double> p * p
+                    grad[j] += <floating> coef * p
+                loss += 0.5 * coef * sq
+            sq = 0
+            for j in range(P):
+                sq += <double> grad[j] * grad[j]
+            if not (isfinite(loss) and isfinite(sq)):
+                diverged = k - 1
+                break
+            if schedule.clip_norm > 0 and sq > schedule.clip_norm * schedule.clip_norm:
+                coef = schedule.clip_norm / sqrt(sq)
+                for j in range(P):
+                    grad[j] *= <floating> coef
+            steps += 1
+            _solver_step(&solver, solver.steps_done + steps, &params[0], &grad[0],
+                         &state_a[0], &state_b[0], P)
+            total_loss += loss * weight_sum
+            total_weight += weight_sum
+    return total_loss, total_weight, steps, diverged
+
+
+cdef void _solver_step(const Solver* solver, intp_t t, floating* params,
+                       const floating* grad, floating* state_a, floating* state_b,
+                       intp_t P) noexcept nogil:
+    """One optimizer step (the t-th) over the flat parameter vector."""
+    cdef intp_t j
+    cdef floating lr = solver.learning_rate, a, b, eps, step, v, one = 1
+    if solver.kind == SGD:
+        # v <- momentum v - lr g; Nesterov looks ahead along the new v.
+        a = solver.momentum
+        for j in range(P):
+            v = a * state_a[j] - lr * grad[j]
+            state_a[j] = v
+            params[j] += a * v - lr * grad[j] if solver.nesterov else v
+    elif solver.kind == ADAM:
+        # Bias correction folded into the step size.
+        a = solver.beta_1
+        b = solver.beta_2
+        eps = solver.epsilon
+        step = (solver.learning_rate * sqrt(1 - pow(solver.beta_2, <double> t))
+                / (1 - pow(solver.beta_1, <double> t)))
+        for j in range(P):
+            state_a[j] = a * state_a[j] + (one - a) * grad[j]
+            state_b[j] = b * state_b[j] + (one - b) * grad[j] * grad[j]
+            params[j] -= step * state_a[j] / (sqrt_(state_b[j]) + eps)
+    else:
+        # RMSProp: divide by a running RMS of the recent gradients.
+        a = solver.rho
+        eps = solver.epsilon
+        for j in range(P):
+            state_a[j] = a * state_a[j] + (one - a) * grad[j] * grad[j]
+            params[j] -= lr * grad[j] / (sqrt_(state_a[j]) + eps)
