@@ -236,6 +236,164 @@ def test_scratch_memory_does_not_grow_with_sequence_length(cell):
     assert size(10_000, False, 0, n_dirs=2) > 40 * size(200, False, 0, n_dirs=2)
 
 
+# -- heads and losses -------------------------------------------------------------
+
+HEADS = [(output, loss) for output in ("last", "mean", "max")
+         for loss in ("cross_entropy", "squared_error")]
+
+
+def _targets(rng, loss, n, C):
+    """Class indices (cross-entropy) or (n, C) real targets (squared error)."""
+    return rng.integers(0, C, size=n) if loss == "cross_entropy" else rng.normal(size=(n, C))
+
+
+def _head_problem(seed, output, loss, **kwargs):
+    weights, X, _, lengths, sw = _problem(seed, **kwargs)
+    y = _targets(np.random.default_rng(seed + 1000), loss, len(X),
+                 weights["bias_out"].shape[0])
+    return weights, X, y, lengths, sw, dict(output=output, loss=loss)
+
+
+@pytest.mark.parametrize("output, loss", HEADS)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_every_head_and_loss_matches_reference(cell_name, topology, output, loss):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden, bidirectional = TOPOLOGIES[topology]
+    # 70 rows: three chunks, the last one partial; ragged and weighted.
+    weights, X, y, lengths, sw, head = _head_problem(
+        15, output, loss, n=70, T=7, H=hidden, weighted=True, cell=cell,
+        bidirectional=bidirectional)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=lengths, sample_weight=sw,
+                  **head)
+    value, grads = loss_and_grad(weights, X, y, **kwargs)
+    ref_value, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+
+@pytest.mark.parametrize("output, loss", HEADS)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_every_head_and_loss_matches_torch_autograd(cell_name, output, loss):
+    pytest.importorskip("torch")
+    from test_reference import torch_loss_and_grad
+
+    cell, nonlinearity = CELLS[cell_name]
+    weights, X, y, lengths, sw, head = _head_problem(
+        16, output, loss, n=40, T=6, H=[4, 3], weighted=True, cell=cell,
+        bidirectional=True)
+    expected_loss, expected = torch_loss_and_grad(weights, X, y, cell, nonlinearity,
+                                                  lengths, sw, **head)
+    value, grads = loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                                 lengths=lengths, sample_weight=sw, **head)
+    assert value == pytest.approx(expected_loss, rel=1e-12)
+    assert _max_relative_error(grads, expected) < 1e-10
+
+
+@pytest.mark.parametrize("output, loss", HEADS)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_head_float32_close_to_float64(cell, output, loss):
+    # 40 units in the first layer: its float32 products run in small_gemm.h.
+    weights, X, y, lengths, _, head = _head_problem(
+        17, output, loss, n=40, T=12, D=4, H=[40, 8], C=3, cell=cell, bidirectional=True)
+    weights = {name: 0.5 * value for name, value in weights.items()}
+    kwargs = dict(cell=cell, lengths=lengths, **head)
+    loss64, grads64 = loss_and_grad(weights, X, y, **kwargs)
+    loss32, grads32 = loss_and_grad(weights, X.astype(np.float32), y, **kwargs)
+    assert all(g.dtype == np.float32 for g in grads32.values())
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    assert _max_relative_error(grads32, grads64) < 1e-4
+
+
+@pytest.mark.parametrize("output, loss", [h for h in HEADS if h[0] != "last"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_pooled_heads_on_long_sequences_match_reference(cell, output, loss):
+    # Training keeps every step (no truncation with a pooled head); predict
+    # pools the forward-only blocks of 64 steps into a running sum or max.
+    from cbptt._functional import Network
+
+    weights, X, y, lengths, sw, head = _head_problem(18, output, loss, weighted=True,
+                                                     cell=cell, **LONG)
+    value, grads = loss_and_grad(weights, X, y, cell=cell, lengths=lengths,
+                                 sample_weight=sw, **head)
+    ref_value, ref_grads = reference_loss_and_grad(weights, X, y, cell=cell,
+                                                   lengths=lengths, sample_weight=sw,
+                                                   **head)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+    network = Network(cell, "tanh", X.shape[2], LONG["H"], LONG["C"], output=output,
+                      loss=loss)
+    outputs = network.outputs(network.pack(weights, np.float64), X, lengths, n_threads=2)
+    # The loss of the predicted outputs, in NumPy, is the reference loss.
+    if loss == "cross_entropy":
+        log_p = outputs - np.log(np.exp(outputs).sum(axis=1, keepdims=True))
+        per_sample = -log_p[np.arange(len(y)), y]
+    else:
+        per_sample = 0.5 * np.mean((outputs - y) ** 2, axis=1)
+    assert np.average(per_sample, weights=sw) == pytest.approx(ref_value, rel=1e-12)
+
+
+@pytest.mark.parametrize("output", ["mean", "max"])
+def test_pooled_heads_refuse_truncation_in_the_kernels(output):
+    # The Python layer refuses it with a message; the kernels refuse it too.
+    from cbptt._functional import Network, sort_by_length
+
+    weights, X, y, lengths, _ = _problem(19, cell="gru")
+    network = Network("gru", "tanh", X.shape[2], [5], 4, output=output)
+    params = network.pack(weights, np.float64)
+    grad = np.empty_like(params)
+    with pytest.raises(ValueError, match="last-state head only"):
+        network.loss_and_grad(params, X, lengths, sort_by_length(lengths),
+                              y.astype(np.intp), None, 1.0, grad, X.shape[1] - 1, 1)
+    with pytest.raises(ValueError, match="bptt_truncate cannot be combined with "
+                       f"output='{output}'"):
+        loss_and_grad(weights, X, y, cell="gru", lengths=lengths, bptt_truncate=3,
+                      output=output)
+
+
+def test_max_head_gradient_goes_to_the_first_step_of_a_tie():
+    # Zero input weights and a zero recurrence give every step the same
+    # output: the max reads (and its gradient reaches) step 1 only, which
+    # only the input projection of step 1 can show.
+    weights, X, y, _, _ = _problem(20, n=6, T=5, D=2, H=3, C=2, ragged=False)
+    weights = {**weights, "weight_ih_l0": np.zeros((3, 2)),
+               "weight_hh_l0": np.zeros((3, 3))}
+    _, grads = loss_and_grad(weights, X, y, output="max")
+    _, grads_first = loss_and_grad(weights, X[:, :1], y, output="max")
+    np.testing.assert_allclose(grads["weight_ih_l0"], grads_first["weight_ih_l0"],
+                               rtol=1e-14)
+    _, grads_mean = loss_and_grad(weights, X, y, output="mean")
+    assert not np.allclose(grads_mean["weight_ih_l0"], grads_first["weight_ih_l0"])
+
+
+@pytest.mark.parametrize("output, loss", HEADS)
+def test_every_head_bit_identical_for_any_thread_count(output, loss):
+    weights, X, y, lengths, sw, head = _head_problem(
+        21, output, loss, n=200, T=10, D=3, H=[24, 8], C=4, weighted=True, cell="gru",
+        bidirectional=True)
+    for dtype in (np.float32, np.float64):
+        results = [
+            loss_and_grad(weights, X.astype(dtype), y, cell="gru", lengths=lengths,
+                          sample_weight=sw, n_threads=k, **head)
+            for k in (1, 2, 4)
+        ]
+        for value, grads in results[1:]:
+            assert value == results[0][0]
+            for name in grads:
+                np.testing.assert_array_equal(grads[name], results[0][1][name])
+
+
+def test_defaults_are_the_last_state_cross_entropy():
+    weights, X, y, lengths, sw = _problem(22, cell="lstm", H=[4, 3], weighted=True)
+    default = loss_and_grad(weights, X, y, cell="lstm", lengths=lengths, sample_weight=sw)
+    explicit = loss_and_grad(weights, X, y, cell="lstm", lengths=lengths, sample_weight=sw,
+                             output="last", loss="cross_entropy")
+    assert default[0] == explicit[0]
+    for name in default[1]:
+        np.testing.assert_array_equal(default[1][name], explicit[1][name])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_gradient_bit_identical_for_any_thread_count(dtype, cell):
