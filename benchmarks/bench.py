@@ -9,7 +9,14 @@ same synthetic data with up to three contestants in one process:
 * ``torch``: ``torch.nn.RNN/LSTM/GRU`` + ``torch.nn.Linear`` with
   ``torch.optim.Adam`` (skipped when PyTorch is not installed);
 * ``numpy``: ``benchmarks/numpy_rnn.NumpyElman``, vectorized NumPy BPTT
-  (Elman cell only).
+  (Elman cell, last-state head only).
+
+``--head`` picks what the network is scored on, the same for cbptt and
+PyTorch: the last state with cross-entropy (``last``, the default), the mean
+or max of the outputs over the steps with cross-entropy (``mean``, ``max``:
+``RNNClassifier(pooling=...)`` against ``out.mean(1)``/``out.amax(1)``), or the
+last state with squared error on C real targets (``regressor``:
+``RNNRegressor`` against ``torch.nn.MSELoss``).
 
 Runs alternate (cbptt, torch, numpy, cbptt, ...) after one untimed warm-up
 epoch each, so that a noisy machine slows all contestants alike. It reports
@@ -25,6 +32,7 @@ Run from the repository root::
     python benchmarks/bench.py                 # full: reference configs
     python benchmarks/bench.py --quick         # N/8 and 3 repeats, about a minute
     python benchmarks/bench.py --configs small,medium --cells lstm --threads 2
+    python benchmarks/bench.py --head mean     # pooled head, same contestants
 """
 
 import argparse
@@ -45,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from numpy_rnn import NumpyElman  # noqa: E402
 
 import cbptt  # noqa: E402
-from cbptt import RNNClassifier  # noqa: E402
+from cbptt import RNNClassifier, RNNRegressor  # noqa: E402
 
 try:
     import torch
@@ -58,50 +66,64 @@ CONFIGS = {
     "large": dict(N=1024, T=128, D=64, H=512, C=10, B=128),
 }
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+HEADS = ("last", "mean", "max", "regressor")
 LEARNING_RATE = 1e-3
 _BLAS = ThreadpoolController()
 
 
 # -- contestants: each returns a function that trains one epoch --------------
-def cbptt_classifier(cfg, threads, cell, **params):
-    return RNNClassifier(
+def cbptt_classifier(cfg, threads, cell, head="last", **params):
+    """The cbptt estimator of the benchmark: an RNNClassifier reading the
+    ``head`` pooling, or with ``head="regressor"`` an RNNRegressor."""
+    estimator = RNNRegressor if head == "regressor" else RNNClassifier
+    return estimator(
         cell=cell, hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
         learning_rate_init=LEARNING_RATE, alpha=0.0, clip_norm=None, shuffle=True,
-        random_state=0, n_threads=threads, **params,
+        random_state=0, n_threads=threads,
+        pooling="last" if head == "regressor" else head, **params,
     )
 
 
-def cbptt_epoch(cfg, X, y, threads, cell, **params):
-    clf = cbptt_classifier(cfg, threads, cell, **params)
+def cbptt_epoch(cfg, X, y, threads, cell, head="last", **params):
+    model = cbptt_classifier(cfg, threads, cell, head, **params)
+    if head == "regressor":
+        return lambda: model.partial_fit(X, y)
     classes = np.arange(cfg["C"])
-    return lambda: clf.partial_fit(X, y, classes=classes)
+    return lambda: model.partial_fit(X, y, classes=classes)
 
 
-def torch_epoch(cfg, X, y, threads, cell):
+def torch_epoch(cfg, X, y, threads, cell, head="last"):
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     dtype = getattr(torch, X.dtype.name)
     module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     rnn = module(cfg["D"], cfg["H"], batch_first=True).to(dtype)
-    head = torch.nn.Linear(cfg["H"], cfg["C"]).to(dtype)
-    optimizer = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=LEARNING_RATE)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    linear = torch.nn.Linear(cfg["H"], cfg["C"]).to(dtype)
+    optimizer = torch.optim.Adam([*rnn.parameters(), *linear.parameters()],
+                                 lr=LEARNING_RATE)
+    loss_fn = torch.nn.MSELoss() if head == "regressor" else torch.nn.CrossEntropyLoss()
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(0)
+
+    def features(out, h_n):
+        if head == "mean":
+            return out.mean(1)
+        if head == "max":
+            return out.amax(1)
+        return (h_n[0] if cell == "lstm" else h_n)[0]   # LSTM returns (h_n, c_n)
 
     def epoch():
         for batch in torch.randperm(len(X), generator=generator).split(cfg["B"]):
             optimizer.zero_grad()
-            _, h_n = rnn(X_t[batch])
-            h_last = h_n[0] if cell == "lstm" else h_n   # LSTM returns (h_n, c_n)
-            loss_fn(head(h_last[0]), y_t[batch]).backward()
+            out, h_n = rnn(X_t[batch])
+            loss_fn(linear(features(out, h_n)), y_t[batch]).backward()
             optimizer.step()
     return epoch
 
 
-def numpy_epoch(cfg, X, y, threads, cell):
-    if cell != "rnn":
-        return None  # the NumPy baseline implements the Elman cell only
+def numpy_epoch(cfg, X, y, threads, cell, head="last"):
+    if cell != "rnn" or head != "last":
+        return None  # the NumPy baseline: Elman cell, last state, cross-entropy
     model = NumpyElman(cfg["D"], cfg["H"], cfg["C"], dtype=X.dtype, seed=0,
                        learning_rate=LEARNING_RATE)
     rng = np.random.default_rng(0)
@@ -118,11 +140,13 @@ if torch is None:
 
 
 # -- measurements --------------------------------------------------------------
-def make_data(cfg, dtype, seed=0):
+def make_data(cfg, dtype, head="last", seed=0):
+    """X and y: class indices, or (N, C) real targets for the regressor."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((cfg["N"], cfg["T"], cfg["D"]), dtype=dtype)
-    y = rng.integers(0, cfg["C"], size=cfg["N"])
-    return X, y
+    if head == "regressor":
+        return X, rng.standard_normal((cfg["N"], cfg["C"]), dtype=dtype)
+    return X, rng.integers(0, cfg["C"], size=cfg["N"])
 
 
 def epoch_flops(cfg, cell):
@@ -185,15 +209,16 @@ def peak_mib(run):
     return (_status_kib("VmHWM") - before) / 1024
 
 
-def measure_memory(name, cfg, dtype, threads, cell):
+def measure_memory(name, cfg, dtype, threads, cell, head):
     """Peak memory of one (first) epoch of contestant ``name``, in MiB."""
-    X, y = make_data(cfg, dtype)
-    return peak_mib(CONTESTANTS[name](cfg, X, y, threads, cell))
+    X, y = make_data(cfg, dtype, head)
+    return peak_mib(CONTESTANTS[name](cfg, X, y, threads, cell, head))
 
 
 def memory_in_subprocess(name, config, cell, args):
     command = [sys.executable, __file__, "--measure-memory", name, "--configs", config,
-               "--cells", cell, "--threads", str(args.threads), "--dtype", args.dtype]
+               "--cells", cell, "--threads", str(args.threads), "--dtype", args.dtype,
+               "--head", args.head]
     if args.quick:
         command.append("--quick")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -234,7 +259,8 @@ def print_header(args):
     except ImportError:
         cbptt_threads = f"n_threads={args.threads}"
     torch_version = torch.__version__ if torch is not None else "not installed (skipped)"
-    print(f"# cbptt benchmark ({'quick' if args.quick else 'full'}), {args.dtype}")
+    print(f"# cbptt benchmark ({'quick' if args.quick else 'full'}), {args.dtype}, "
+          f"head {args.head}")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"threads: {args.threads} (cbptt OpenMP: {cbptt_threads}, "
@@ -257,8 +283,9 @@ def fmt(value, spec, missing="-"):
 
 
 def run_config(name, cfg, cell, args):
-    X, y = make_data(cfg, args.dtype)
-    epochs = {c: make(cfg, X, y, args.threads, cell) for c, make in CONTESTANTS.items()}
+    X, y = make_data(cfg, args.dtype, args.head)
+    epochs = {c: make(cfg, X, y, args.threads, cell, args.head)
+              for c, make in CONTESTANTS.items()}
     epochs = {c: epoch for c, epoch in epochs.items() if epoch is not None}
     times = time_alternating({**epochs, "gemm": gemm_run(args.dtype, args.threads)},
                              args.repeats)
@@ -311,6 +338,8 @@ def parse_args():
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed epochs per contestant (default 7, quick 3)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--head", default="last", choices=HEADS,
+                        help="what the network is scored on (see the module docstring)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the memory subprocesses")
     parser.add_argument("--measure-memory", metavar="CONTESTANT",
@@ -338,7 +367,7 @@ def main():
     if args.measure_memory:
         (cfg,) = configs.values()
         mib = measure_memory(args.measure_memory, cfg, args.dtype, args.threads,
-                             args.cells[0])
+                             args.cells[0], args.head)
         print(json.dumps(mib))
         return
     if torch is None:
