@@ -67,9 +67,41 @@ score : float
 """
 
 
+# RNNRegressor inherits ``score`` from RegressorMixin, whose docstring refers
+# to a label of scikit-learn's docs; the same replacement.
+_R2_SCORE_DOC = """Coefficient of determination :math:`R^2` of ``self.predict(X)``.
+
+:math:`R^2 = 1 - u / v`, with :math:`u` the residual sum of squares
+``((y - y_pred) ** 2).sum()`` and :math:`v` the total sum of squares
+``((y - y.mean()) ** 2).sum()``. The best score is 1.0; predicting the mean
+of ``y`` scores 0.0, and worse predictions score below. With several outputs
+it is the unweighted mean over the outputs (as
+:func:`sklearn.metrics.r2_score` with ``multioutput="uniform_average"``).
+
+Parameters
+----------
+X : array-like or list of array-like
+    Sequences, in any of the forms that ``fit`` accepts.
+y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+    True values.
+sample_weight : array-like of shape (n_samples,), default=None
+    Weight of each sample.
+
+Returns
+-------
+score : float
+    :math:`R^2` of ``self.predict(X)`` with respect to ``y``.
+"""
+
+_INHERITED_SCORE_DOCS = {
+    "cbptt.RNNClassifier.score": _SCORE_DOC,
+    "cbptt.RNNRegressor.score": _R2_SCORE_DOC,
+}
+
+
 def _replace_inherited_score_doc(app, what, name, obj, options, lines):
-    if name == "cbptt.RNNClassifier.score":
-        lines[:] = _SCORE_DOC.splitlines()
+    if name in _INHERITED_SCORE_DOCS:
+        lines[:] = _INHERITED_SCORE_DOCS[name].splitlines()
 
 
 # numpydoc's "beta_1, beta_2 : float, default=0.9, 0.999" would give both
@@ -78,7 +110,7 @@ _BETAS = "beta_1, beta_2 : float, default=0.9, 0.999"
 
 
 def _split_beta_params(app, what, name, obj, options, lines):
-    if name != "cbptt.RNNClassifier":
+    if name not in ("cbptt.RNNClassifier", "cbptt.RNNRegressor"):
         return
     for k, line in enumerate(lines):
         if line.strip() == _BETAS:
