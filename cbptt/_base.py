@@ -266,6 +266,13 @@ class BaseRNN(BaseEstimator):
                 "Every training sample left after the early-stopping validation "
                 "split has sample_weight 0; nothing to train on."
             )
+        if early_stopping and sample_weight is not None and not np.sum(sample_weight[val]) > 0:
+            raise ValueError(
+                "Every sample of the early-stopping validation split has "
+                "sample_weight 0, so it cannot be scored. Give more samples a "
+                "positive weight, raise validation_fraction, or set "
+                "early_stopping=False."
+            )
         n_threads = effective_n_threads(self.n_threads)
         epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
         best_params = None

@@ -148,7 +148,15 @@ class RNNRegressor(MultiOutputMixin, RegressorMixin, BaseRNN):
 
     # -- internals ---------------------------------------------------------
     def _check_targets(self, y):
-        y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
+        if y is None:  # check_array's message would speak of a 0-d array
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y "
+                "is None."
+            )
+        # allow_nd: a y of 3 or more dimensions gets the message below, which
+        # says the shapes y may have.
+        y = check_array(y, ensure_2d=False, allow_nd=True, dtype="numeric",
+                        input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)   # as MLPRegressor: (n, 1) is (n,)
         if y.ndim not in (1, 2):
@@ -168,7 +176,8 @@ class RNNRegressor(MultiOutputMixin, RegressorMixin, BaseRNN):
 
 def _as_targets(y, dtype):
     """y as the kernels read it: (n_samples, n_outputs), C-contiguous, X's dtype."""
-    targets = np.ascontiguousarray(np.reshape(y, (len(y), -1)), dtype=dtype)
+    with np.errstate(over="ignore"):  # the error below says it, not a RuntimeWarning
+        targets = np.ascontiguousarray(np.reshape(y, (len(y), -1)), dtype=dtype)
     if not np.all(np.isfinite(targets)):
         raise ValueError(
             f"y has values too large for {np.dtype(dtype).name}, the precision X "

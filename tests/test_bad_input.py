@@ -175,6 +175,22 @@ def test_sample_weight_of_the_wrong_length():
                       _clf().fit, X3, Y, sample_weight=np.ones(3))
 
 
+@pytest.mark.parametrize("estimator", ["classifier", "regressor"])
+def test_early_stopping_validation_split_with_zero_weight(estimator, monkeypatch):
+    # Every validation sample weighs 0: an error that says so before
+    # training, not a division by zero when the first epoch is scored.
+    from cbptt import RNNRegressor
+
+    cls = RNNClassifier if estimator == "classifier" else RNNRegressor
+    monkeypatch.setattr(cls, "_validation_split",
+                        lambda self, y, rng: (np.arange(10), np.arange(10, N)))
+    sample_weight = np.r_[np.ones(10), np.zeros(N - 10)]
+    y = Y if estimator == "classifier" else Y.astype(float)
+    model = cls(early_stopping=True, random_state=0, max_iter=2)
+    _raises_unchanged(ValueError, "Every sample of the early-stopping validation split "
+                      "has sample_weight 0", model.fit, X3, y, sample_weight=sample_weight)
+
+
 def test_single_class():
     _raises_unchanged(ValueError, "at least 2 classes.*got 1 class", _clf().fit, X3,
                       np.zeros(N))
