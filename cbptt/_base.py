@@ -74,10 +74,11 @@ def init_weights(network, rng, dtype):
 
 
 class BaseRNN(BaseEstimator):
-    """Training loop for many-to-one recurrent nets (see RNNClassifier).
+    """Training loop shared by every estimator (see RNNClassifier).
 
-    Subclasses set ``_loss`` (the kernels' loss) and define
-    ``_validation_stratify`` and ``_validation_metric``.
+    Subclasses set ``_loss`` (the kernels' loss) and define ``_check_targets``
+    (y as given -> y validated), ``_validation_stratify`` and
+    ``_validation_metric``; ``_head`` says what the output layer reads.
     """
 
     _loss = None

@@ -142,7 +142,8 @@ class _StepRNN(BaseRNN):
         return float(self._step_metric(outputs[valid], y[valid], weights))
 
 
-@fill_doc(split="drawn at random", score="per-step accuracy", n_out="n_classes")
+@fill_doc(split="drawn at random", score="per-step accuracy", n_out="n_classes",
+          per_step=True)
 class RNNStepClassifier(ClassifierMixin, _StepRNN):
     """Recurrent neural network that predicts a class at every time step.
 
@@ -347,7 +348,8 @@ class RNNStepClassifier(ClassifierMixin, _StepRNN):
         return np.average(np.argmax(logits, axis=1) == y, weights=weights)
 
 
-@fill_doc(split="drawn at random", score="per-step R^2", n_out="n_outputs")
+@fill_doc(split="drawn at random", score="per-step R^2", n_out="n_outputs",
+          per_step=True)
 class RNNStepRegressor(RegressorMixin, _StepRNN):
     """Recurrent neural network that predicts a value at every time step.
 
@@ -563,7 +565,7 @@ def _step_classes(labels):
     if len(classes) < 2:
         raise ValueError(
             f"RNNStepClassifier needs at least 2 classes over the steps; got 1 "
-            f"class: {classes[0]!r}."
+            f"class: {classes[0].tolist()!r}."
         )
     return classes
 
@@ -573,7 +575,7 @@ def _indices(y, valid, classes):
     if y.ndim != 2:
         raise ValueError(
             f"y must hold one label per step, shape (n_samples, n_timesteps) or a "
-            f"list of (n_timesteps_i,) arrays; got {y.ndim - 1} dimensions per step."
+            f"list of (n_timesteps_i,) arrays; got {y.ndim - 2} dimension(s) per step."
         )
     indices = np.zeros(y.shape, dtype=np.intp)
     indices[valid] = _label_indices(y[valid], classes)
@@ -587,7 +589,8 @@ def _step_values(y, lengths, dtype):
     valid = _valid_steps(lengths, y.shape[1])
     check_array(values[valid], dtype="numeric", input_name="y")
     out = np.zeros(values.shape, dtype=dtype)
-    out[valid] = values[valid]
+    with np.errstate(over="ignore"):  # the error below says it, not a RuntimeWarning
+        out[valid] = values[valid]
     if not np.all(np.isfinite(out)):
         raise ValueError(
             f"y has values too large for {np.dtype(dtype).name}, the precision X "

@@ -34,8 +34,7 @@ cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
         for s in range(1, c.length[i] + 1):
             row = a + (i * T1 + s) * width
             key = _mix(m.seed ^ _mix(<uint64_t> (k + 1) ^ _mix(
-                <uint64_t> c.samples[i] * <uint64_t> 65537
-                + <uint64_t> (c.offset[i] + s))))
+                _mix(<uint64_t> c.samples[i]) + <uint64_t> (c.offset[i] + s))))
             for j in range(width):
                 u = (_mix(key + <uint64_t> j) >> 11) * (1.0 / 9007199254740992.0)
                 row[j] = row[j] * scale if u >= m.dropout else 0
