@@ -14,9 +14,13 @@ same synthetic data with up to three contestants in one process:
 ``--head`` picks what the network is scored on, the same for cbptt and
 PyTorch: the last state with cross-entropy (``last``, the default), the mean
 or max of the outputs over the steps with cross-entropy (``mean``, ``max``:
-``RNNClassifier(pooling=...)`` against ``out.mean(1)``/``out.amax(1)``), or the
+``RNNClassifier(pooling=...)`` against ``out.mean(1)``/``out.amax(1)``), the
 last state with squared error on C real targets (``regressor``:
-``RNNRegressor`` against ``torch.nn.MSELoss``).
+``RNNRegressor`` against ``torch.nn.MSELoss``), or a class at every step with
+truncated BPTT over windows of ``--window`` steps (``steps``:
+``RNNStepClassifier(bptt_truncate=window)`` against PyTorch running each
+window from the previous one's detached state, one optimizer step per
+window).
 
 Runs alternate (cbptt, torch, numpy, cbptt, ...) after one untimed warm-up
 epoch each, so that a noisy machine slows all contestants alike. It reports
@@ -53,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from numpy_rnn import NumpyElman  # noqa: E402
 
 import cbptt  # noqa: E402
-from cbptt import RNNClassifier, RNNRegressor  # noqa: E402
+from cbptt import RNNClassifier, RNNRegressor, RNNStepClassifier  # noqa: E402
 
 try:
     import torch
@@ -66,7 +70,8 @@ CONFIGS = {
     "large": dict(N=1024, T=128, D=64, H=512, C=10, B=128),
 }
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-HEADS = ("last", "mean", "max", "regressor")
+HEADS = ("last", "mean", "max", "regressor", "steps")
+WINDOW = 16     # steps per truncated-BPTT window of the "steps" head (--window)
 LEARNING_RATE = 1e-3
 _BLAS = ThreadpoolController()
 
@@ -74,13 +79,17 @@ _BLAS = ThreadpoolController()
 # -- contestants: each returns a function that trains one epoch --------------
 def cbptt_classifier(cfg, threads, cell, head="last", **params):
     """The cbptt estimator of the benchmark: an RNNClassifier reading the
-    ``head`` pooling, or with ``head="regressor"`` an RNNRegressor."""
-    estimator = RNNRegressor if head == "regressor" else RNNClassifier
+    ``head`` pooling, an RNNRegressor, or an RNNStepClassifier."""
+    if head == "regressor":
+        estimator, params = RNNRegressor, {"pooling": "last", **params}
+    elif head == "steps":
+        estimator, params = RNNStepClassifier, {"bptt_truncate": WINDOW, **params}
+    else:
+        estimator, params = RNNClassifier, {"pooling": head, **params}
     return estimator(
         cell=cell, hidden_layer_sizes=(cfg["H"],), batch_size=cfg["B"], solver="adam",
         learning_rate_init=LEARNING_RATE, alpha=0.0, clip_norm=None, shuffle=True,
-        random_state=0, n_threads=threads,
-        pooling="last" if head == "regressor" else head, **params,
+        random_state=0, n_threads=threads, **params,
     )
 
 
@@ -118,7 +127,22 @@ def torch_epoch(cfg, X, y, threads, cell, head="last"):
             out, h_n = rnn(X_t[batch])
             loss_fn(linear(features(out, h_n)), y_t[batch]).backward()
             optimizer.step()
-    return epoch
+
+    def windowed_epoch():
+        # Truncated BPTT: each window starts from the previous one's state,
+        # detached; one optimizer step per window.
+        for batch in torch.randperm(len(X), generator=generator).split(cfg["B"]):
+            state = None
+            for start in range(0, cfg["T"], WINDOW):
+                optimizer.zero_grad()
+                out, state = rnn(X_t[batch, start:start + WINDOW], state)
+                state = (tuple(s.detach() for s in state) if cell == "lstm"
+                         else state.detach())
+                logits = linear(out)
+                loss_fn(logits.reshape(-1, cfg["C"]),
+                        y_t[batch, start:start + WINDOW].reshape(-1)).backward()
+                optimizer.step()
+    return windowed_epoch if head == "steps" else epoch
 
 
 def numpy_epoch(cfg, X, y, threads, cell, head="last"):
@@ -146,13 +170,16 @@ def make_data(cfg, dtype, head="last", seed=0):
     X = rng.standard_normal((cfg["N"], cfg["T"], cfg["D"]), dtype=dtype)
     if head == "regressor":
         return X, rng.standard_normal((cfg["N"], cfg["C"]), dtype=dtype)
+    if head == "steps":
+        return X, rng.integers(0, cfg["C"], size=(cfg["N"], cfg["T"]))
     return X, rng.integers(0, cfg["C"], size=cfg["N"])
 
 
-def epoch_flops(cfg, cell):
+def epoch_flops(cfg, cell, head="last"):
     """GEMM FLOPs of one epoch of BPTT; backward counts twice the forward."""
     N, T, D, H, C = (cfg[k] for k in "NTDHC")
-    return 3 * (2 * N * T * N_GATES[cell] * H * (D + H) + 2 * N * H * C)
+    outputs = N * T if head == "steps" else N     # rows the output layer maps
+    return 3 * (2 * N * T * N_GATES[cell] * H * (D + H) + 2 * outputs * H * C)
 
 
 # Pause before each timed run: the thread pools of the previous contestant
@@ -218,7 +245,7 @@ def measure_memory(name, cfg, dtype, threads, cell, head):
 def memory_in_subprocess(name, config, cell, args):
     command = [sys.executable, __file__, "--measure-memory", name, "--configs", config,
                "--cells", cell, "--threads", str(args.threads), "--dtype", args.dtype,
-               "--head", args.head]
+               "--head", args.head, "--window", str(args.window)]
     if args.quick:
         command.append("--quick")
     out = subprocess.run(command, capture_output=True, text=True)
@@ -292,7 +319,7 @@ def run_config(name, cfg, cell, args):
     gemm_times = times.pop("gemm")
     memory = ({c: memory_in_subprocess(c, name, cell, args) for c in epochs}
               if args.memory else {})
-    gflop = epoch_flops(cfg, cell) / 1e9
+    gflop = epoch_flops(cfg, cell, args.head) / 1e9
     gemm_gflop = 2 * GEMM_SIZE**3 / 1e9
     dims = " ".join(f"{k}={v}" for k, v in cfg.items())
     print(f"\n## {name} {cell}: {dims}, {gflop:.2f} GFLOP/epoch; gemm "
@@ -340,6 +367,8 @@ def parse_args():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--head", default="last", choices=HEADS,
                         help="what the network is scored on (see the module docstring)")
+    parser.add_argument("--window", type=int, default=WINDOW,
+                        help="steps per truncated-BPTT window of --head steps")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the memory subprocesses")
     parser.add_argument("--measure-memory", metavar="CONTESTANT",
@@ -360,6 +389,8 @@ def parse_args():
 def main():
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     args = parse_args()
+    global WINDOW
+    WINDOW = args.window
     configs = {name: dict(CONFIGS[name]) for name in args.configs}
     if args.quick:
         for cfg in configs.values():

@@ -1,8 +1,9 @@
 """cbptt: fast backpropagation through time on the CPU.
 
 Cython kernels train recurrent networks (Elman, LSTM, GRU; stacked,
-bidirectional) with OpenMP across the minibatch; :class:`RNNClassifier` and
-:class:`RNNRegressor` wrap them as scikit-learn estimators and
+bidirectional) with OpenMP across the minibatch. :class:`RNNClassifier` and
+:class:`RNNRegressor` (one output per sequence), :class:`RNNStepClassifier` and
+:class:`RNNStepRegressor` (one per step) wrap them as scikit-learn estimators;
 :func:`loss_and_grad` exposes one forward and backward pass.
 """
 
@@ -13,5 +14,7 @@ from cbptt._classifier import RNNClassifier
 from cbptt._config import show_config
 from cbptt._functional import loss_and_grad
 from cbptt._regressor import RNNRegressor
+from cbptt._step import RNNStepClassifier, RNNStepRegressor
 
-__all__ = ["RNNClassifier", "RNNRegressor", "loss_and_grad", "show_config", "__version__"]
+__all__ = ["RNNClassifier", "RNNRegressor", "RNNStepClassifier", "RNNStepRegressor",
+           "loss_and_grad", "show_config", "__version__"]

@@ -25,7 +25,7 @@ from cbptt._functional import (
     CELLS,
     N_GATES,
     NONLINEARITIES,
-    OUTPUTS,
+    POOLINGS,
     Network,
     check_nonlinearity,
     check_truncation,
@@ -74,10 +74,11 @@ def init_weights(network, rng, dtype):
 
 
 class BaseRNN(BaseEstimator):
-    """Training loop for many-to-one recurrent nets (see RNNClassifier).
+    """Training loop shared by every estimator (see RNNClassifier).
 
-    Subclasses set ``_loss`` (the kernels' loss) and define
-    ``_validation_stratify`` and ``_validation_metric``.
+    Subclasses set ``_loss`` (the kernels' loss) and define ``_check_targets``
+    (y as given -> y validated), ``_validation_stratify`` and
+    ``_validation_metric``; ``_head`` says what the output layer reads.
     """
 
     _loss = None
@@ -87,7 +88,7 @@ class BaseRNN(BaseEstimator):
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "bidirectional": ["boolean"],
-        "pooling": [StrOptions(set(OUTPUTS))],
+        "pooling": [StrOptions(set(POOLINGS))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd", "rmsprop"})],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
@@ -197,11 +198,15 @@ class BaseRNN(BaseEstimator):
             )
         return sizes
 
+    def _head(self):
+        """The kernels' ``output``: what the head reads of the top layer."""
+        return self.pooling
+
     def _network(self, n_features, n_outputs):
         check_nonlinearity(self.cell, self.nonlinearity)
-        check_truncation(self.bptt_truncate, self.bidirectional, self.pooling, "pooling")
+        check_truncation(self.bptt_truncate, self.bidirectional, self._head(), "pooling")
         return Network(self.cell, self.nonlinearity, n_features, self._hidden_sizes(),
-                       n_outputs, self.bidirectional, self.pooling, self._loss,
+                       n_outputs, self.bidirectional, self._head(), self._loss,
                        self.dropout)
 
     def _batch_size(self, n_samples):

@@ -85,7 +85,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         if len(classes) < 2:
             raise ValueError(
                 f"RNNClassifier needs samples of at least 2 classes in the data; "
-                f"got 1 class: {classes[0]!r}."
+                f"got 1 class: {classes[0].tolist()!r}."
             )
         y_index = _label_indices(y, classes)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=False)

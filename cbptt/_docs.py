@@ -58,8 +58,9 @@ _PARAMETERS = """
         Decay rate of RMSProp's running average of squared gradients.
     alpha : float, default=1e-4
         Strength of the L2 penalty on the weight matrices (not the biases),
-        added to the loss as ``alpha / (2 * batch_size) * ||W||^2`` (with
-        ``sample_weight``: the minibatch's sum of weights instead of its size).
+        added to the loss of each optimizer step as
+        ``alpha / (2 * n) * ||W||^2``, n being %(l2_count)s
+        (with ``sample_weight``: their sum of weights).
     batch_size : int or "auto", default="auto"
         Minibatch size; "auto" is ``min(64, n_samples)``.
     max_iter : int, default=200
@@ -82,11 +83,7 @@ _PARAMETERS = """
         Rescale each minibatch gradient so that its global L2 norm is at most
         ``clip_norm``; None disables clipping.
     bptt_truncate : int or None, default=None
-        Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT. Not defined
-        with ``bidirectional=True`` or a pooled head.
-        The steps before those run forward only, so the memory of training
-        grows with ``bptt_truncate``, not with the sequence length.
+        %(truncation)s
     verbose : bool, default=False
         Print loss, validation score and seconds for each epoch.
     warm_start : bool, default=False
@@ -120,12 +117,34 @@ _ATTRIBUTES = """
         Number of training samples seen."""
 
 
-def fill_doc(split, score, n_out):
+_TRUNCATION_LAST = """Backpropagate through the last ``bptt_truncate`` steps of each
+        sequence only (truncated BPTT). None means full BPTT. Not defined
+        with ``bidirectional=True`` or a pooled head.
+        The steps before those run forward only, so the memory of training
+        grows with ``bptt_truncate``, not with the sequence length."""
+
+_TRUNCATION_WINDOWS = """Truncated BPTT over windows of ``bptt_truncate`` steps from each
+        sequence's first step: each optimizer step covers one window of
+        every sequence in the minibatch; the state flows into the next
+        window (computed with the weights of its time), the gradient does
+        not. None means full BPTT, one optimizer step per minibatch. Not
+        defined with ``bidirectional=True``. The memory of training grows
+        with ``bptt_truncate``, not with the sequence length, so one long
+        stream trains with ``T / bptt_truncate`` updates per epoch."""
+
+
+def fill_doc(split, score, n_out, per_step=False):
     """Class decorator: replace ``%(parameters)s`` and ``%(attributes)s`` in
     the docstring with the shared descriptions, saying how the early-stopping
-    split is drawn (``split``), what it scores (``score``) and the rows of
-    ``weight_out`` (``n_out``)."""
-    values = {"split": split, "score": score, "n_out": n_out}
+    split is drawn (``split``), what it scores (``score``), the rows of
+    ``weight_out`` (``n_out``), and whether the estimator has an output at
+    every step (``per_step``: what truncation and the L2 penalty count)."""
+    values = {
+        "split": split, "score": score, "n_out": n_out,
+        "l2_count": ("the steps the optimizer step covers" if per_step
+                     else "the samples in the minibatch"),
+        "truncation": _TRUNCATION_WINDOWS if per_step else _TRUNCATION_LAST,
+    }
 
     def decorate(cls):
         cls.__doc__ = cls.__doc__ % {"parameters": (_PARAMETERS % values).strip(),

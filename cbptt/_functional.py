@@ -21,7 +21,8 @@ from cbptt._sequences import (
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
-OUTPUTS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max")        # one output per sequence
+OUTPUTS = POOLINGS + ("sequence",)       # or one per step
 LOSSES = ("cross_entropy", "squared_error")
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -40,8 +41,9 @@ class Network:
     n_outputs : int
         Rows of ``weight_out``: classes (cross-entropy) or target values.
     bidirectional : bool
-    output : {"last", "mean", "max"}
-        What the head reads of the top layer's output sequence.
+    output : {"last", "mean", "max", "sequence"}
+        What the head reads of the top layer's output sequence ("sequence":
+        every step, for an output per step).
     loss : {"cross_entropy", "squared_error"}
     dropout : float
         Between layers, in training.
@@ -182,15 +184,24 @@ class Network:
         )
 
     def split_targets(self, y):
-        """``(labels, targets)`` for the kernels: y goes to the one the loss
-        reads, the other is None."""
-        return (y, None) if self.loss == "cross_entropy" else (None, y)
+        """``(labels, targets)`` for the kernels: y, flattened over samples
+        (and steps), goes to the one the loss reads; the other is None."""
+        if self.loss == "cross_entropy":
+            return y.reshape(-1), None
+        return None, y.reshape(-1, self.n_outputs)
 
     def outputs(self, params, X, lengths, n_threads):
-        """(n_samples, n_outputs) head outputs of every sequence of X: logits
-        (cross-entropy) or predictions (squared error)."""
+        """The head's outputs for every sequence of X: logits (cross-entropy)
+        or predictions (squared error), (n_samples, n_outputs); with the
+        per-step head (n_samples, n_timesteps, n_outputs), zero past each
+        sequence's length."""
         batch = sort_by_length(lengths)
         workspace, _ = self._buffers(X.dtype, [len(batch)], lengths[batch[0]], n_threads)
+        if self.output == "sequence":
+            out = np.zeros((X.shape[0] * X.shape[1], self.n_outputs), dtype=X.dtype)
+            _network.forward(self.spec, self.hidden_sizes, X, lengths, batch, params,
+                             out, workspace, n_threads)
+            return out.reshape(X.shape[0], X.shape[1], self.n_outputs)
         out = np.empty((len(batch), self.n_outputs), dtype=X.dtype)
         _network.forward(self.spec, self.hidden_sizes, X, lengths, batch, params, out,
                          workspace, n_threads)
@@ -225,13 +236,14 @@ _TRUNCATE_BIDIRECTIONAL = (
 
 
 def check_truncation(bptt_truncate, bidirectional, output, output_name="output"):
-    """Truncated BPTT backpropagates the last k steps into the last state; it
-    is not defined where the reverse direction or a pooled head needs them all."""
+    """Truncated BPTT backpropagates the last k steps into the last state, or
+    windows of k steps of a per-step head; it is not defined where the
+    reverse direction or a pooled head needs every step."""
     if bptt_truncate is None:
         return
     if bidirectional:
         raise ValueError(_TRUNCATE_BIDIRECTIONAL)
-    if output != "last":
+    if output in ("mean", "max"):
         raise ValueError(
             f"bptt_truncate cannot be combined with {output_name}={output!r}: a "
             f"{output} over the steps reads every step, and truncated BPTT "
@@ -312,10 +324,15 @@ def loss_and_grad(
     X : array-like of shape (n_samples, n_timesteps, n_features)
         Input sequences, float32 or float64 (the computation runs in X's
         dtype; other numeric dtypes are converted to float64).
-    y : array-like of shape (n_samples,) or (n_samples, C)
+    y : array-like of shape (n_samples,), (n_samples, C), (n_samples, n_timesteps) \
+or (n_samples, n_timesteps, C)
         ``loss="cross_entropy"``: class indices in ``[0, C)``, shape
         (n_samples,). ``loss="squared_error"``: real targets of shape
-        (n_samples, C), or (n_samples,) when C is 1.
+        (n_samples, C), or (n_samples,) when C is 1. With
+        ``output="sequence"``, one of those per step: (n_samples,
+        n_timesteps) class indices, or (n_samples, n_timesteps, C) values
+        ((n_samples, n_timesteps) when C is 1); entries past a sequence's
+        length are ignored.
     cell : {"rnn", "lstm", "gru"}, default="rnn"
         Recurrent cell, with PyTorch's equations and gate order.
     nonlinearity : {"tanh", "relu"}, default="tanh"
@@ -324,21 +341,28 @@ def loss_and_grad(
         Number of valid steps of each sequence, in ``[1, n_timesteps]``; the
         rest is padding, whose content never matters. None means all steps.
     bptt_truncate : int, default=None
-        Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT. Defined for
-        ``output="last"`` and unidirectional networks only.
-        The steps before those run forward only, so the memory of training
-        grows with ``bptt_truncate``, not with the sequence length.
+        Truncated BPTT, for unidirectional networks with ``output="last"``
+        or ``"sequence"``; None means full BPTT. With "last", backpropagate
+        through the last ``bptt_truncate`` steps of each sequence only: the
+        steps before run forward only. With "sequence", cut each sequence
+        into windows of ``bptt_truncate`` steps from its first step: the
+        state flows from window to window, the gradient does not. Either
+        way the memory grows with ``bptt_truncate``, not with the sequence
+        length.
     sample_weight : array-like of shape (n_samples,), default=None
-        Non-negative weights; the loss is ``sum_i w_i l_i / sum_i w_i``.
+        Non-negative weights; the loss is ``sum_i w_i l_i / sum_i w_i``, or
+        with ``output="sequence"`` the mean per-step loss
+        ``sum_i w_i sum_t l_it / sum_i w_i L_i`` over each sequence's L_i
+        valid steps.
     n_threads : int, default=None
         Maximum number of OpenMP threads; None uses what OpenMP allows.
         The result does not depend on it.
-    output : {"last", "mean", "max"}, default="last"
+    output : {"last", "mean", "max", "sequence"}, default="last"
         What the head reads of the top layer's output sequence: each
-        direction's state after its last step (PyTorch's ``h_n``), or the
-        mean or elementwise max of the outputs over each sequence's valid
-        steps. ``weight_out`` and ``bias_out`` then map it to C values.
+        direction's state after its last step (PyTorch's ``h_n``), the mean
+        or elementwise max of the outputs over each sequence's valid steps,
+        or ("sequence") the output at every valid step. ``weight_out`` and
+        ``bias_out`` then map it to C values (per step with "sequence").
     loss : {"cross_entropy", "squared_error"}, default="cross_entropy"
         Softmax cross-entropy of the class index, or half the mean squared
         error over the C outputs, ``l_i = sum_c (z_ic - y_ic)^2 / (2 C)``.
@@ -406,7 +430,10 @@ def loss_and_grad(
     net = network_from_weights(weights, cell, nonlinearity, n_features, output, loss)
     check_truncation(bptt_truncate, net.n_dirs == 2, output)
     flat = net.pack(weights, X.dtype)
-    y = _check_loss_targets(y, loss, n_samples, net.n_outputs, X.dtype)
+    if output == "sequence":
+        y = _check_step_targets(y, loss, lengths, n_timesteps, net.n_outputs, X.dtype)
+    else:
+        y = _check_loss_targets(y, loss, n_samples, net.n_outputs, X.dtype)
     if sample_weight is None:
         weight_sum = float(n_samples)
     else:
@@ -422,6 +449,9 @@ def loss_and_grad(
         sample_weight = np.ascontiguousarray(sample_weight, dtype=X.dtype)
     if n_samples == 0 or weight_sum <= 0:
         raise ValueError("The loss needs at least one sample with positive weight.")
+    if output == "sequence":  # the loss is a mean over steps
+        weight_sum = float(np.dot(lengths, np.ones(n_samples) if sample_weight is None
+                                  else sample_weight.astype(np.float64)))
     truncate = n_timesteps if bptt_truncate is None else bptt_truncate
 
     grad = np.empty_like(flat)
@@ -446,11 +476,7 @@ def _check_loss_targets(y, loss, n_samples, n_outputs, dtype):
     if loss == "cross_entropy":
         if y.shape != (n_samples,):
             raise ValueError(f"y must have shape ({n_samples},); got {y.shape}.")
-        if y.dtype.kind not in "iu" or (n_samples and (y.min() < 0 or y.max() >= n_outputs)):
-            raise ValueError(
-                f"y must hold integer class indices in [0, {n_outputs}) "
-                f"(n_classes is weight_out.shape[0])."
-            )
+        _check_class_indices(y, n_outputs)
         return np.ascontiguousarray(y, dtype=np.intp)
     if n_outputs == 1 and y.shape == (n_samples,):
         y = y[:, np.newaxis]
@@ -459,6 +485,49 @@ def _check_loss_targets(y, loss, n_samples, n_outputs, dtype):
             f"y must have shape ({n_samples}, {n_outputs}) with loss='squared_error' "
             f"(one value per row of weight_out); got {y.shape}."
         )
+    return _real_targets(y, dtype)
+
+
+def _check_step_targets(y, loss, lengths, n_timesteps, n_outputs, dtype):
+    """Per-step y, flattened over samples and steps for the kernels: (n * T,)
+    intp class indices (cross-entropy) or (n * T, n_outputs) values in X's
+    dtype (squared error). Entries past a sequence's length are ignored (set
+    to zero)."""
+    n_samples = len(lengths)
+    y = np.asarray(y)
+    valid = np.arange(n_timesteps) < lengths[:, np.newaxis]
+    if loss == "cross_entropy":
+        if y.shape != (n_samples, n_timesteps):
+            raise ValueError(
+                f"y must have shape ({n_samples}, {n_timesteps}) with "
+                f"output='sequence': a class index per step; got {y.shape}."
+            )
+        _check_class_indices(y[valid] if y.dtype.kind in "iu" else y, n_outputs)
+        return np.where(valid, y, 0).astype(np.intp).reshape(-1)
+    if n_outputs == 1 and y.shape == (n_samples, n_timesteps):
+        y = y[:, :, np.newaxis]
+    if y.shape != (n_samples, n_timesteps, n_outputs):
+        raise ValueError(
+            f"y must have shape ({n_samples}, {n_timesteps}, {n_outputs}) with "
+            f"output='sequence' and loss='squared_error' (n_outputs values per "
+            f"step); got {y.shape}."
+        )
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"y must hold real numbers; got dtype {y.dtype}.")
+    y = np.where(valid[:, :, np.newaxis], y, 0)
+    return _real_targets(y.reshape(-1, n_outputs), dtype)
+
+
+def _check_class_indices(y, n_classes):
+    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= n_classes)):
+        raise ValueError(
+            f"y must hold integer class indices in [0, {n_classes}) "
+            f"(n_classes is weight_out.shape[0])."
+        )
+
+
+def _real_targets(y, dtype):
+    """Real targets as a C-contiguous array of X's dtype, all finite."""
     if y.dtype.kind not in "fiub":
         raise ValueError(f"y must hold real numbers; got dtype {y.dtype}.")
     y = np.ascontiguousarray(y, dtype=dtype)

@@ -2,27 +2,45 @@
 
 The kernels in ``cbptt/_kernels`` are built for speed (time-major workspaces, fused
 elementwise passes, GEMMs over all steps, minibatches ordered by length), which makes them
-hard to check by reading. This module computes the same many-to-one loss and gradient the
-slow, obvious way: float64, one time step at a time, one forward loop and one mirrored
-backward loop per layer and direction, written like the equations. It is itself checked
-against central finite differences and PyTorch autograd in ``tests/test_reference.py``;
-the kernels are then checked against it.
+hard to check by reading. This module computes the same losses and gradients the slow,
+obvious way: float64, one time step at a time, one forward loop and one mirrored backward
+loop per layer and direction, written like the equations. It is itself checked against
+central finite differences and PyTorch autograd in ``tests/test_reference.py``; the
+kernels are then checked against it.
 
-The head reads the top layer's output sequence o[i, t] (t < lengths[i]; bidirectional:
-o[i, t] = concat(forward state after step t, reverse state after step t)) and pools it:
+The head reads the top layer's output sequence o[i, t] (t < L_i = lengths[i];
+bidirectional: o[i, t] = concat(forward state after step t, reverse state after step t)).
+The many-to-one heads pool it into one vector per sequence:
 
-    output="last":  the forward state at t = lengths[i] - 1 and the reverse state after
-                    step 0 (PyTorch's ``h_n``),
-    output="mean":  pooled[i] = (1 / lengths[i]) * sum_{t < lengths[i]} o[i, t],
-    output="max":   pooled[i, j] = max_{t < lengths[i]} o[i, t, j] (gradient to the first t
+    output="last":  the forward state at t = L_i - 1 and the reverse state after step 0
+                    (PyTorch's ``h_n``),
+    output="mean":  pooled[i] = (1 / L_i) * sum_{t < L_i} o[i, t],
+    output="max":   pooled[i, j] = max_{t < L_i} o[i, t, j] (gradient to the first t
                     attaining it),
 
-then z = pooled @ weight_out.T + bias_out and a per-sample loss l_i:
-
-    loss="cross_entropy":  l_i = -log softmax(z_i)[y_i],          y_i a class index,
-    loss="squared_error":  l_i = 0.5 * mean_c (z_ic - y_ic)**2,   y_i a vector of C reals,
+then z_i = pooled[i] @ weight_out.T + bias_out, a per-sample loss l_i = l(z_i, y_i), and
 
     loss = sum_i w_i l_i / sum_i w_i.
+
+The per-step head output="sequence" reads every valid step instead:
+
+    z_it = o[i, t] @ weight_out.T + bias_out,   l_it = l(z_it, y_it)   (t < L_i),
+    loss = sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i,
+
+the sample-weighted mean cost per step. The loss l(z, y) of one head row z (C,):
+
+    loss="cross_entropy":  l = -log softmax(z)[y],        y a class index,
+    loss="squared_error":  l = 0.5 * mean_c (z_c - y_c)**2,   y a vector of C reals.
+
+Truncated BPTT (``bptt_truncate=k``, unidirectional networks) makes some states constants
+of the gradient, which then stops there:
+
+    output="last":      the gradient flows through each sequence's last k steps only;
+                        the state entering step L_i - k is a constant.
+    output="sequence":  each sequence is cut into windows of k steps from its first step,
+                        [0, k), [k, 2k), ...; the forward state flows across the window
+                        boundaries, the gradient does not (truncated BPTT with k1 = k2 = k):
+                        the state entering each window is a constant.
 
 Conventions are PyTorch's (``torch.nn.RNN/LSTM/GRU`` state_dict names, gate order, and
 ``h_n`` of a ``pack_padded_sequence`` run); see ``reference_loss_and_grad``.
@@ -43,7 +61,7 @@ __all__ = [
 ]
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-OUTPUTS = ("last", "mean", "max")
+OUTPUTS = ("last", "mean", "max", "sequence")
 LOSSES = ("cross_entropy", "squared_error")
 
 _PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -113,27 +131,49 @@ def _architecture(weights, cell, n_features):
     return n_layers, bidirectional, hidden_sizes
 
 
-def _check_targets(y, loss, n_samples, n_classes):
-    """y as the loss reads it: class indices (n,) or float64 targets (n, C)."""
+def _valid_steps(lengths, n_timesteps):
+    """Index arrays (samples, steps) of the valid steps t < lengths[i], sample-major."""
+    return np.nonzero(np.arange(n_timesteps) < lengths[:, None])
+
+
+def _check_targets(y, loss, output, lengths, n_timesteps, n_classes):
+    """y as the loss reads it: class indices, or float64 targets with a last axis of C.
+
+    The many-to-one heads read one target per sample, y (n,) or (n, C); output="sequence"
+    reads one per step, y (n, T) or (n, T, C), and only at the valid steps t < lengths[i]:
+    only those entries are checked, the padding ones may hold anything.
+    """
     y = np.asarray(y)
+    if output == "sequence":
+        shape = (len(lengths), n_timesteps)
+        shape_name = "(n_samples, n_timesteps)"
+        shape_c_name = "(n_samples, n_timesteps, n_outputs)"
+        for_head, at_steps = " and output='sequence'", " at the valid steps t < lengths[i]"
+        read = _valid_steps(lengths, n_timesteps)
+    else:
+        shape = (len(lengths),)
+        shape_name = "(n_samples,)"
+        shape_c_name = "(n_samples, n_outputs)"
+        for_head, at_steps = "", ""
+        read = ...  # every entry
     if loss == "cross_entropy":
-        if y.shape != (n_samples,) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError("y must be integer class indices of shape (n_samples,) "
-                             "for loss='cross_entropy'")
-        if y.min() < 0 or y.max() >= n_classes:
-            raise ValueError(f"y must lie in [0, {n_classes})")
+        if y.shape != shape or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y must be integer class indices of shape {shape_name} "
+                             f"for loss='cross_entropy'{for_head}")
+        if y[read].min() < 0 or y[read].max() >= n_classes:
+            raise ValueError(f"y must lie in [0, {n_classes}){at_steps}")
         return y
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise ValueError(f"y must be real numbers for loss='squared_error', got dtype {y.dtype}")
-    if n_classes == 1 and y.shape == (n_samples,):
-        y = y[:, None]
-    if y.shape != (n_samples, n_classes):
-        raise ValueError(f"y must have shape (n_samples, n_outputs) = {(n_samples, n_classes)} "
-                         f"for loss='squared_error' (or (n_samples,) when n_outputs == 1), "
-                         f"got {y.shape}")
+    if n_classes == 1 and y.shape == shape:
+        y = y[..., None]
+    if y.shape != shape + (n_classes,):
+        raise ValueError(f"y must have shape {shape_c_name} = {shape + (n_classes,)} "
+                         f"for loss='squared_error'{for_head} (or {shape_name} when "
+                         f"n_outputs == 1), got {y.shape}")
     y = y.astype(np.float64)
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y must be finite for loss='squared_error'")
+    if not np.all(np.isfinite(y[read])):
+        raise ValueError(f"y must be finite{at_steps} for loss='squared_error'")
     return y
 
 
@@ -153,8 +193,6 @@ def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sam
     weights = {key: np.asarray(value, dtype=np.float64) for key, value in weights.items()}
     n_classes = weights["bias_out"].shape[0]
 
-    y = _check_targets(y, loss, n_samples, n_classes)
-
     if lengths is None:
         lengths = np.full(n_samples, n_timesteps, dtype=np.intp)
     else:
@@ -165,6 +203,8 @@ def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sam
             raise ValueError(f"lengths must lie in [1, {n_timesteps}]")
         lengths = lengths.astype(np.intp)
 
+    y = _check_targets(y, loss, output, lengths, n_timesteps, n_classes)
+
     if bptt_truncate is not None:
         if isinstance(bptt_truncate, bool) or not isinstance(bptt_truncate, (int, np.integer)):
             raise ValueError(f"bptt_truncate must be an int >= 1 or None, got {bptt_truncate!r}")
@@ -172,9 +212,10 @@ def _check_inputs(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sam
             raise ValueError(f"bptt_truncate must be an int >= 1 or None, got {bptt_truncate!r}")
         if bidirectional:
             raise ValueError("bptt_truncate is not defined for bidirectional networks")
-        if output != "last":
+        if output not in ("last", "sequence"):
             raise ValueError(f"bptt_truncate is only defined for output='last' (the gradient "
-                             f"through each sequence's last steps), got output={output!r}")
+                             f"through each sequence's last k steps) and output='sequence' "
+                             f"(windows of k steps), got output={output!r}")
 
     if sample_weight is None:
         sample_weight = np.ones(n_samples)
@@ -250,14 +291,38 @@ def _forward_direction(cell, nonlinearity, params, inputs, lengths, reverse):
     return outputs, tape
 
 
-def _backward_direction(cell, nonlinearity, params, tape, d_outputs, lengths, reverse,
-                        bptt_truncate):
+def _window_starts(lengths, n_timesteps, bptt_truncate, output):
+    """Truncated BPTT as windows: window_start[i, t] (n, T) is the first step s of the window
+    that step t of sequence i backpropagates within, or None without truncation.
+
+    The state entering a window, h[i, s - 1] (and c for the LSTM), is a constant of the
+    truncated gradient: the gradient flows back from step t through steps t-1 .. s, not
+    into the state before s. Steps t < window_start[i, t] lie before the window: they take
+    no part in the backward pass.
+
+    output="last":      one window, the last k steps: window_start[i, t] = max(L_i - k, 0).
+                        The head reads step L_i - 1 only, so nothing reaches steps before it.
+    output="sequence":  windows [0, k), [k, 2k), ... from each sequence's first step:
+                        window_start[i, t] = k * (t // k).
+    """
+    if bptt_truncate is None:
+        return None
+    if output == "last":
+        first_step = np.maximum(lengths - bptt_truncate, 0)
+        return np.repeat(first_step[:, None], n_timesteps, axis=1)
+    steps = np.arange(n_timesteps)
+    return np.broadcast_to(steps - steps % bptt_truncate, (len(lengths), n_timesteps))
+
+
+def _backward_direction(cell, nonlinearity, params, tape, d_outputs, reverse, window_start):
     """Mirror of ``_forward_direction``: walk the steps in the opposite order.
 
     ``d_outputs[i, t]`` is dLoss/d outputs[i, t] arriving from outside the recurrence (the
-    head, or the layer above). With ``bptt_truncate=k`` sequence i joins the backward pass
-    only at steps t >= lengths[i] - k; the gradient it would carry into earlier states is
-    dropped. Returns dLoss/d inputs (n, T, D_in) and the parameter gradients.
+    head, or the layer above). ``window_start`` is None (full BPTT) or, for truncated BPTT
+    of a forward direction, ``_window_starts``: sequence i takes part in step t iff
+    t >= window_start[i, t], and at a window's first step the gradient it would carry into
+    the state entering the window is dropped. Returns dLoss/d inputs (n, T, D_in) and the
+    parameter gradients.
     """
     weight_ih, weight_hh, _, _ = params
     n_samples, n_timesteps, _ = d_outputs.shape
@@ -275,8 +340,9 @@ def _backward_direction(cell, nonlinearity, params, tape, d_outputs, lengths, re
     for t in steps:
         saved = tape[t]
         keep = np.arange(len(saved["rows"]))
-        if bptt_truncate is not None:
-            keep = np.flatnonzero(t >= lengths[saved["rows"]] - bptt_truncate)
+        if window_start is not None:
+            # steps before their window (output="last": before the last k) are left out
+            keep = np.flatnonzero(t >= window_start[saved["rows"], t])
         rows = saved["rows"][keep]
         x = saved["x"][keep]
         h_prev = saved["h_prev"][keep]
@@ -335,12 +401,19 @@ def _backward_direction(cell, nonlinearity, params, tape, d_outputs, lengths, re
         # backprop into x_t (the layer below) and into h_{t-1} (the carry)
         d_inputs[rows, t] = d_gates_ih @ weight_ih
         dh_carry[rows] = dh_prev_direct + d_gates_hh @ weight_hh
+        if window_start is not None:
+            # t is the first step of its window: the state entering the window, h_{t-1}
+            # (and c_{t-1}), is a constant, so the gradient stops here; the earlier steps
+            # start again from a zero carry (and get only their own windows' gradient)
+            entering = rows[window_start[rows, t] == t]
+            dh_carry[entering] = 0.0
+            dc_carry[entering] = 0.0
 
     return d_inputs, (d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh)
 
 
 # ----------------------------------------------------------------------------------------
-# Head: pooling over time, and the per-sample loss
+# Head: pooling over time (many-to-one heads), and the loss of each head row
 # ----------------------------------------------------------------------------------------
 
 
@@ -379,18 +452,22 @@ def _unpool(d_pooled, steps_read, lengths, n_timesteps):
     return d_outputs
 
 
-def _per_sample_loss(logits, y, loss):
-    """The per-sample losses l_i (n,) of the logits z (n, C), and dl_i/dz_i (n, C)."""
+def _row_loss(logits, y, loss):
+    """The losses l (R,) of the head's rows of logits z (R, C), and dl/dz (R, C).
+
+    A row is a sample (l_i of z_i) for the many-to-one heads, a valid step (l_it of z_it)
+    for output="sequence"; y holds the rows' targets.
+    """
     if loss == "cross_entropy":
-        # l_i = -log softmax(z_i)[y_i], through log-sum-exp
-        samples = np.arange(logits.shape[0])
+        # l = -log softmax(z)[y], through log-sum-exp
+        rows = np.arange(logits.shape[0])
         m = logits.max(axis=1, keepdims=True)
         log_p = logits - (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))
-        # dl_i/dz_i = softmax(z_i) - onehot(y_i)
+        # dl/dz = softmax(z) - onehot(y)
         d_logits = np.exp(log_p)
-        d_logits[samples, y] -= 1.0
-        return -log_p[samples, y], d_logits
-    # l_i = 0.5 * mean_c (z_ic - y_ic)^2;  dl_i/dz_ic = (z_ic - y_ic) / C
+        d_logits[rows, y] -= 1.0
+        return -log_p[rows, y], d_logits
+    # l = 0.5 * mean_c (z_c - y_c)^2;  dl/dz_c = (z_c - y_c) / C
     residual = logits - y
     return 0.5 * np.mean(residual**2, axis=1), residual / logits.shape[1]
 
@@ -421,42 +498,60 @@ def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weigh
         tapes.append(layer_tapes)
         inputs = np.concatenate([outputs[s] for s in suffixes], axis=2)
 
-    # Head: pool each direction of the top layer over time, then z = pooled @ W_out.T + b_out.
-    pooled_parts, steps_read = {}, {}
-    for suffix in suffixes:
-        pooled_parts[suffix], steps_read[suffix] = _pool(outputs[suffix], lengths, output,
-                                                         reverse=(suffix == "_reverse"))
-    pooled = np.concatenate([pooled_parts[s] for s in suffixes], axis=1)
-    logits = pooled @ weights["weight_out"].T + weights["bias_out"]
-    # l_i and dl_i/dz_i; loss = sum_i w_i l_i / sum_i w_i
-    sample_loss, d_sample_loss = _per_sample_loss(logits, y, loss)
-    mean_loss = float(np.sum(sample_weight * sample_loss) / np.sum(sample_weight))
+    # Head: its rows are the samples, each pooled over time (z_i = pooled[i] @ W_out.T +
+    # b_out), or for output="sequence" the valid steps (i, t), t < L_i, sample-major
+    # (z_it = o[i, t] @ W_out.T + b_out); every row weighs w_i / total_weight.
+    if output == "sequence":
+        samples, steps = _valid_steps(lengths, n_timesteps)
+        head_inputs = np.concatenate([outputs[s][samples, steps] for s in suffixes], axis=1)
+        targets = y[samples, steps]
+        # loss = sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i
+        row_weight, total_weight = sample_weight[samples], np.sum(sample_weight * lengths)
+    else:
+        pooled_parts, steps_read = {}, {}
+        for suffix in suffixes:
+            pooled_parts[suffix], steps_read[suffix] = _pool(outputs[suffix], lengths, output,
+                                                             reverse=(suffix == "_reverse"))
+        head_inputs = np.concatenate([pooled_parts[s] for s in suffixes], axis=1)
+        targets = y
+        # loss = sum_i w_i l_i / sum_i w_i
+        row_weight, total_weight = sample_weight, np.sum(sample_weight)
+    logits = head_inputs @ weights["weight_out"].T + weights["bias_out"]
+    row_loss, d_row_loss = _row_loss(logits, targets, loss)
+    mean_loss = float(np.sum(row_weight * row_loss) / total_weight)
     if not need_grad:
         return mean_loss, None
 
     grads = {}
-    # backprop into the logits: dl_i/dz_i * w_i / sum(w)
-    d_logits = d_sample_loss * (sample_weight / sample_weight.sum())[:, None]
-    # backprop into the head's weights and into the pooled vector
-    grads["weight_out"] = d_logits.T @ pooled
+    # backprop into the logits: dl/dz * w_i / total_weight
+    d_logits = d_row_loss * (row_weight / total_weight)[:, None]
+    # backprop into the head's weights and into its inputs (pooled vectors or o[i, t])
+    grads["weight_out"] = d_logits.T @ head_inputs
     grads["bias_out"] = d_logits.sum(axis=0)
-    d_pooled = d_logits @ weights["weight_out"]
+    d_head_inputs = d_logits @ weights["weight_out"]
     # backprop into the top layer's outputs, per direction, at every step the head read
     n_hidden = hidden_sizes[-1]
-    d_outputs = {
-        suffix: _unpool(d_pooled[:, j * n_hidden:(j + 1) * n_hidden], steps_read[suffix],
-                        lengths, n_timesteps)
-        for j, suffix in enumerate(suffixes)
-    }
+    d_outputs = {}
+    for j, suffix in enumerate(suffixes):
+        d_part = d_head_inputs[:, j * n_hidden:(j + 1) * n_hidden]
+        if output == "sequence":
+            # row (i, t) flows to o[i, t] itself, in both directions: the reverse
+            # direction's outputs are stored by t too (its state after processing step t)
+            d_outputs[suffix] = np.zeros_like(outputs[suffix])
+            d_outputs[suffix][samples, steps] = d_part
+        else:
+            d_outputs[suffix] = _unpool(d_part, steps_read[suffix], lengths, n_timesteps)
 
     # Backward: top layer first; each layer hands dLoss/d(its inputs) to the layer below.
+    # Truncated BPTT cuts every layer's recurrence at the same window starts.
+    window_start = _window_starts(lengths, n_timesteps, bptt_truncate, output)
     for k in range(n_layers - 1, -1, -1):
         d_inputs = 0.0
         for suffix in suffixes:
             params = tuple(weights[f"{name}_l{k}{suffix}"] for name in _PARAM_NAMES)
             d_in, d_params = _backward_direction(
-                cell, nonlinearity, params, tapes[k][suffix], d_outputs[suffix], lengths,
-                reverse=(suffix == "_reverse"), bptt_truncate=bptt_truncate)
+                cell, nonlinearity, params, tapes[k][suffix], d_outputs[suffix],
+                reverse=(suffix == "_reverse"), window_start=window_start)
             d_inputs = d_inputs + d_in
             for name, d_param in zip(_PARAM_NAMES, d_params):
                 grads[f"{name}_l{k}{suffix}"] = d_param
@@ -473,7 +568,8 @@ def _run(weights, X, y, cell, nonlinearity, lengths, bptt_truncate, sample_weigh
 def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
                             bptt_truncate=None, sample_weight=None, output="last",
                             loss="cross_entropy"):
-    """Many-to-one loss of a (stacked, bidirectional) RNN with a pooling head, and its gradient.
+    """Loss of a (stacked, bidirectional) RNN with a many-to-one or per-step head, and its
+    gradient.
 
     Parameters
     ----------
@@ -483,31 +579,53 @@ def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", l
         ``_reverse`` for a bidirectional network, and the head ``weight_out`` (C, H_last or
         2*H_last), ``bias_out`` (C,). G = 1, 4, 3 for rnn, lstm, gru.
     X : array (n_samples, n_timesteps, n_features)
-    y : loss="cross_entropy": int array (n_samples,), class indices in [0, C).
+    y : one target per sample (output "last", "mean", "max"):
+        loss="cross_entropy": int array (n_samples,), class indices in [0, C);
         loss="squared_error": real array (n_samples, C), or (n_samples,) when C == 1.
+        One target per step (output="sequence"):
+        loss="cross_entropy": int array (n_samples, n_timesteps), classes in [0, C);
+        loss="squared_error": real array (n_samples, n_timesteps, C), or
+        (n_samples, n_timesteps) when C == 1.
+        Only the valid steps t < lengths[i] are read (and checked): the entries past a
+        sequence's length may hold anything (-1, NaN, ...).
     cell : "rnn", "lstm" or "gru".
     nonlinearity : "tanh" or "relu"; used by cell="rnn" only.
     lengths : int array (n_samples,) in [1, n_timesteps], or None (all full length).
-        Steps t >= lengths[i] are padding and are never read.
-    bptt_truncate : int >= 1 or None
-        The gradient flows only through the last k valid steps of each sequence.
-        Defined (else ValueError) for unidirectional networks with output="last" only.
-    sample_weight : array (n_samples,) or None
-        loss = sum_i w_i l_i / sum_i w_i.
-    output : "last", "mean" or "max"
-        What the head reads from the top layer's outputs o[i, t], t < lengths[i] (when
+        Steps t >= L_i = lengths[i] are padding and are never read.
+    bptt_truncate : int k >= 1 or None (full BPTT)
+        Defined (else ValueError) for unidirectional networks with output "last" or
+        "sequence":
+        output="last": the gradient flows only through the last k valid steps of each
+        sequence; the state entering step L_i - k is a constant.
+        output="sequence": each sequence is cut into windows of k steps from its first
+        step, [0, k), [k, 2k), ...; the forward state flows across the window boundaries,
+        the gradient does not: the state entering each window is a constant, and the
+        per-step losses of a window backpropagate within the window only (truncated BPTT
+        with k1 = k2 = k).
+        k >= n_timesteps is full BPTT.
+    sample_weight : array (n_samples,) or None (all ones)
+        The weight w_i of sequence i in the loss, see ``output``.
+    output : "last", "mean", "max" or "sequence"
+        What the head reads from the top layer's outputs o[i, t], t < L_i (when
         bidirectional, o[i, t] = concat(forward state after step t, reverse state after
-        step t)):
-        "last": the forward state at t = lengths[i] - 1 and the reverse state after it ran
-        from t = lengths[i] - 1 down to 0, i.e. ``h_n`` of PyTorch with
-        ``pack_padded_sequence``;
-        "mean": pooled[i] = (1 / lengths[i]) * sum_{t < lengths[i]} o[i, t];
-        "max": pooled[i, j] = max_{t < lengths[i]} o[i, t, j]; the gradient of unit j flows
-        to the first t (in time order) attaining the max.
-        Then z = pooled @ weight_out.T + bias_out.
-    loss : "cross_entropy" or "squared_error"
-        "cross_entropy": l_i = -log softmax(z_i)[y_i];
-        "squared_error": l_i = 0.5 * mean_c (z_ic - y_ic)^2, so dl_i/dz_ic = (z_ic - y_ic) / C
+        step t)). The many-to-one heads pool them into one vector per sequence:
+        "last": the forward state at t = L_i - 1 and the reverse state after it ran from
+        t = L_i - 1 down to 0, i.e. ``h_n`` of PyTorch with ``pack_padded_sequence``;
+        "mean": pooled[i] = (1 / L_i) * sum_{t < L_i} o[i, t];
+        "max": pooled[i, j] = max_{t < L_i} o[i, t, j]; the gradient of unit j flows to the
+        first t (in time order) attaining the max.
+        Then z_i = pooled[i] @ weight_out.T + bias_out, l_i = l(z_i, y_i) and
+
+            loss = sum_i w_i l_i / sum_i w_i.
+
+        "sequence": a head at every valid step, z_it = o[i, t] @ weight_out.T + bias_out,
+        l_it = l(z_it, y_it), and the sample-weighted mean cost per step
+
+            loss = sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i.
+
+    loss : "cross_entropy" or "squared_error", the loss l(z, y) of one head row z (C,):
+        "cross_entropy": l = -log softmax(z)[y];
+        "squared_error": l = 0.5 * mean_c (z_c - y_c)^2, so dl/dz_c = (z_c - y_c) / C
         (scikit-learn's MLPRegressor convention).
 
     Returns
@@ -523,7 +641,8 @@ def reference_loss_and_grad(weights, X, y, *, cell="rnn", nonlinearity="tanh", l
 
 def reference_loss(weights, X, y, *, cell="rnn", nonlinearity="tanh", lengths=None,
                    sample_weight=None, output="last", loss="cross_entropy"):
-    """The loss of ``reference_loss_and_grad`` alone (forward pass only)."""
+    """The loss of ``reference_loss_and_grad`` alone (forward pass only; truncation
+    changes the gradient, not the loss)."""
     value, _ = _run(weights, X, y, cell, nonlinearity, lengths, None, sample_weight, output,
                     loss, need_grad=False)
     return value

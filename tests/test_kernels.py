@@ -343,7 +343,7 @@ def test_pooled_heads_refuse_truncation_in_the_kernels(output):
     network = Network("gru", "tanh", X.shape[2], [5], 4, output=output)
     params = network.pack(weights, np.float64)
     grad = np.empty_like(params)
-    with pytest.raises(ValueError, match="last-state head only"):
+    with pytest.raises(ValueError, match="last-state and per-step heads only"):
         network.loss_and_grad(params, X, lengths, sort_by_length(lengths),
                               y.astype(np.intp), None, 1.0, grad, X.shape[1] - 1, 1)
     with pytest.raises(ValueError, match="bptt_truncate cannot be combined with "
@@ -382,6 +382,123 @@ def test_every_head_bit_identical_for_any_thread_count(output, loss):
             assert value == results[0][0]
             for name in grads:
                 np.testing.assert_array_equal(grads[name], results[0][1][name])
+
+
+# -- the per-step head ------------------------------------------------------------
+
+def _step_problem(seed, loss, **kwargs):
+    """A problem with a target at every step; padding holds garbage."""
+    weights, X, _, lengths, sw = _problem(seed, **kwargs)
+    rng = np.random.default_rng(seed + 2000)
+    n, T = X.shape[:2]
+    C = weights["bias_out"].shape[0]
+    if loss == "cross_entropy":
+        y = rng.integers(0, C, size=(n, T))
+        garbage = -1
+    else:
+        y = rng.normal(size=(n, T, C))
+        garbage = np.nan
+    if lengths is not None:
+        y[np.arange(T) >= lengths[:, np.newaxis]] = garbage
+    return weights, X, y, lengths, sw
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+@pytest.mark.parametrize("topology, bptt_truncate", [
+    (topology, truncate) for topology, (_, bidirectional) in TOPOLOGIES.items()
+    for truncate in ([None] if bidirectional else [None, 1, 3])
+])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_per_step_head_matches_reference(cell_name, topology, bptt_truncate, loss):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden, bidirectional = TOPOLOGIES[topology]
+    weights, X, y, lengths, sw = _step_problem(23, loss, n=70, T=7, H=hidden, weighted=True,
+                                               cell=cell, bidirectional=bidirectional)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=lengths, sample_weight=sw,
+                  bptt_truncate=bptt_truncate, output="sequence", loss=loss)
+    value, grads = loss_and_grad(weights, X, y, **kwargs)
+    ref_value, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+
+@pytest.mark.parametrize("bptt_truncate", [None, 5, 64, 70])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_per_step_head_on_long_sequences_matches_reference(cell, bptt_truncate):
+    # Windows of up to 70 steps over sequences of up to 200, ragged: the
+    # rows drop out window by window; predict runs windows of 64 steps.
+    from cbptt._functional import Network
+
+    weights, X, y, lengths, sw = _step_problem(24, "squared_error", weighted=True,
+                                               cell=cell, **LONG)
+    kwargs = dict(cell=cell, lengths=lengths, sample_weight=sw,
+                  bptt_truncate=bptt_truncate, output="sequence", loss="squared_error")
+    value, grads = loss_and_grad(weights, X, y, **kwargs)
+    ref_value, ref_grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert _max_relative_error(grads, ref_grads) < 1e-10
+
+    network = Network(cell, "tanh", X.shape[2], LONG["H"], LONG["C"], output="sequence",
+                      loss="squared_error")
+    outputs = network.outputs(network.pack(weights, np.float64), X, lengths, n_threads=2)
+    valid = np.arange(X.shape[1]) < lengths[:, np.newaxis]
+    assert np.all(outputs[~valid] == 0)
+    per_step = 0.5 * np.mean((outputs - np.nan_to_num(y)) ** 2, axis=2)
+    step_weights = np.broadcast_to(sw[:, np.newaxis], valid.shape)
+    assert np.average(per_step[valid], weights=step_weights[valid]) == pytest.approx(
+        ref_value, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_per_step_head_float32_close_to_float64(cell, loss):
+    weights, X, y, lengths, _ = _step_problem(25, loss, n=40, T=12, D=4, H=[40, 8], C=3,
+                                              cell=cell)
+    weights = {name: 0.5 * value for name, value in weights.items()}
+    for kwargs in (dict(bptt_truncate=5), dict(bidirectional_weights=True)):
+        if "bidirectional_weights" in kwargs:
+            weights, X, y, lengths, _ = _step_problem(26, loss, n=40, T=12, D=4, H=[40, 8],
+                                                      C=3, cell=cell, bidirectional=True)
+            weights = {name: 0.5 * value for name, value in weights.items()}
+            kwargs = {}
+        kwargs.update(cell=cell, lengths=lengths, output="sequence", loss=loss)
+        loss64, grads64 = loss_and_grad(weights, X, y, **kwargs)
+        loss32, grads32 = loss_and_grad(weights, X.astype(np.float32), y, **kwargs)
+        assert all(g.dtype == np.float32 for g in grads32.values())
+        assert loss32 == pytest.approx(loss64, rel=1e-5)
+        assert _max_relative_error(grads32, grads64) < 1e-4
+
+
+@pytest.mark.parametrize("bptt_truncate", [None, 3])
+def test_per_step_head_bit_identical_for_any_thread_count(bptt_truncate):
+    weights, X, y, lengths, sw = _step_problem(27, "cross_entropy", n=200, T=10, D=3,
+                                               H=[24, 8], C=4, weighted=True, cell="lstm")
+    for dtype in (np.float32, np.float64):
+        results = [
+            loss_and_grad(weights, X.astype(dtype), y, cell="lstm", lengths=lengths,
+                          sample_weight=sw, n_threads=k, bptt_truncate=bptt_truncate,
+                          output="sequence")
+            for k in (1, 2, 4)
+        ]
+        for value, grads in results[1:]:
+            assert value == results[0][0]
+            for name in grads:
+                np.testing.assert_array_equal(grads[name], results[0][1][name])
+
+
+def test_per_step_scratch_memory_follows_the_window():
+    from cbptt._functional import Network
+    from cbptt._kernels import network as kernels
+
+    network = Network("gru", "tanh", 3, [32, 16], 4, output="sequence")
+
+    def size(n_steps, training, truncate):
+        return kernels.workspace_size(network.spec, network.hidden_sizes, 64, n_steps,
+                                      training, truncate, True)
+
+    assert size(100_000, True, 20) == size(200, True, 20)
+    assert size(100_000, False, 0) == size(200, False, 0)
+    assert size(10_000, True, 10_000) > 40 * size(200, True, 200)
 
 
 def test_defaults_are_the_last_state_cross_entropy():

@@ -5,7 +5,10 @@ its own: its gradient is compared with central finite differences of its loss, w
 independent per-sample NumPy forward pass (for truncated BPTT), and, when PyTorch is
 installed, with torch autograd on the same weights. The pooling heads (output="mean",
 "max") and the squared-error loss get the same checks, plus an independent per-sequence
-forward pass and hand computations.
+forward pass and hand computations. So does the per-step head (output="sequence"), and its
+windowed truncated BPTT is checked against finite differences of an independent forward
+pass whose windows start from frozen (constant) states, and against torch runs that hand
+each window a detached state.
 """
 
 import numpy as np
@@ -64,21 +67,28 @@ FD_BATCHES = {k: v for k, v in BATCHES.items() if k != "ragged"}
 FD_EPS = 1e-5
 FD_RTOL = 1e-6
 
-# (output, loss) heads other than the default ("last", "cross_entropy") of the tests above
-HEADS = {f"{output}-{loss}": (output, loss) for output in OUTPUTS for loss in LOSSES
+# the heads with one target per sample; output="sequence" has one per step
+MANY_TO_ONE = tuple(output for output in OUTPUTS if output != "sequence")
+# (output, loss) many-to-one heads other than the default ("last", "cross_entropy")
+HEADS = {f"{output}-{loss}": (output, loss) for output in MANY_TO_ONE for loss in LOSSES
          if (output, loss) != ("last", "cross_entropy")}
 POOLED_HEADS = {name: head for name, head in HEADS.items() if head[0] != "last"}
 
 
-def make_problem(cell, hidden_sizes, bidirectional, seed=0, loss="cross_entropy"):
+def make_problem(cell, hidden_sizes, bidirectional, seed=0, loss="cross_entropy",
+                 output="last"):
     """Random weights and X; y are class indices, or normal targets (n, C) for squared error
-    (drawn after X, so that weights and X do not depend on the loss)."""
+    (drawn after X, so that weights and X do not depend on the loss). output="sequence":
+    one target per step, random classes (n, T) or normal targets (n, T, C)."""
     rng = np.random.default_rng(seed)
     weights = init_weights(rng, cell, N_FEATURES, hidden_sizes, N_CLASSES,
                            bidirectional=bidirectional)
     X = rng.normal(size=(N_SAMPLES, N_TIMESTEPS, N_FEATURES))
+    per_step = (N_TIMESTEPS,) if output == "sequence" else ()
     if loss == "squared_error":
-        return weights, X, rng.normal(size=(N_SAMPLES, N_CLASSES))
+        return weights, X, rng.normal(size=(N_SAMPLES, *per_step, N_CLASSES))
+    if output == "sequence":
+        return weights, X, rng.integers(0, N_CLASSES, size=(N_SAMPLES, N_TIMESTEPS))
     y = np.array([0, 1, 2, 1])
     return weights, X, y
 
@@ -209,33 +219,52 @@ def _cell_step(cell, nonlinearity, params, x, h, c):
     return (1.0 - z) * n + z * h, c
 
 
+def _stack_steps(weights, x, state, cell, nonlinearity):
+    """Run one sequence x (L, D) alone through a unidirectional stack, step by step, from
+    ``state`` (a list of per-layer (h, c); None: zeros). Returns the top layer's states
+    (L, H) and the state after each step (a list of L lists of per-layer (h, c))."""
+    n_layers = sum(key.startswith("weight_ih_l") for key in weights)
+    sizes = [weights[f"weight_hh_l{k}"].shape[1] for k in range(n_layers)]
+    if state is None:
+        state = [(np.zeros(n_hidden), np.zeros(n_hidden)) for n_hidden in sizes]
+    top, states = [], []
+    for x_t in x:
+        below, state_t = x_t, []
+        for k, (h, c) in enumerate(state):
+            params = [weights[f"{name}_l{k}"]
+                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h, c = _cell_step(cell, nonlinearity, params, below, h, c)
+            state_t.append((h, c))
+            below = h
+        state = state_t
+        top.append(below)
+        states.append(state)
+    return np.reshape(top, (len(x), sizes[-1])), states
+
+
 def _top_layer_outputs(live, frozen, x, start, cell, nonlinearity):
     """The top layer's states h_0 .. h_{L-1} (L, H) of one sequence x (L, D) run alone
     through a unidirectional network; steps t < start use the weights ``frozen``."""
-    n_layers = sum(key.startswith("weight_ih_l") for key in live)
-    seq = list(x)
-    for k in range(n_layers):
-        n_hidden = live[f"weight_hh_l{k}"].shape[1]
-        h = c = np.zeros(n_hidden)
-        out = []
-        for t in range(len(seq)):
-            weights = live if t >= start else frozen
-            params = [weights[f"{name}_l{k}"]
-                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h, c = _cell_step(cell, nonlinearity, params, seq[t], h, c)
-            out.append(h)
-        seq = out
-    return np.array(seq)
+    start = max(start, 0)
+    prefix, prefix_states = _stack_steps(frozen, x[:start], None, cell, nonlinearity)
+    entering = prefix_states[-1] if start > 0 else None
+    rest, _ = _stack_steps(live, x[start:], entering, cell, nonlinearity)
+    return np.concatenate([prefix, rest])
+
+
+def _row_loss(weights, features, target, loss):
+    """The loss l(z, y) of one head row: z = weight_out @ features + bias_out."""
+    logits = weights["weight_out"] @ features + weights["bias_out"]
+    if loss == "cross_entropy":
+        return np.log(np.sum(np.exp(logits))) - logits[target]
+    return 0.5 * np.mean((logits - target) ** 2)
 
 
 def _sequence_loss(weights, outputs, target, output, loss):
     """l_i of one sequence from its top-layer states (L, H): pool over time, affine, loss."""
     pooled = {"last": outputs[-1], "mean": outputs.mean(axis=0),
               "max": outputs.max(axis=0)}[output]
-    logits = weights["weight_out"] @ pooled + weights["bias_out"]
-    if loss == "cross_entropy":
-        return np.log(np.sum(np.exp(logits))) - logits[target]
-    return 0.5 * np.mean((logits - target) ** 2)
+    return _row_loss(weights, pooled, target, loss)
 
 
 def _frozen_prefix_loss(live, frozen, X, y, lengths, bptt_truncate, cell, nonlinearity,
@@ -537,7 +566,7 @@ def test_head_loss_matches_independent_forward(cell_name, topology, head):
     assert value == pytest.approx(expected, rel=1e-13)
 
 
-@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("output", MANY_TO_ONE)
 def test_squared_error_by_hand(output):
     """loss = sum_i w_i 0.5 mean_c (z_ic - y_ic)^2 / sum_i w_i and the head's gradient."""
     weights, X, y = make_problem("gru", [4], False, seed=22, loss="squared_error")
@@ -563,7 +592,7 @@ def test_squared_error_by_hand(output):
         np.testing.assert_allclose(grads[key], expected[key], rtol=1e-12, atol=1e-16)
 
 
-@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("output", MANY_TO_ONE)
 def test_squared_error_one_output_accepts_1d_targets(output):
     rng = np.random.default_rng(23)
     weights = init_weights(rng, "lstm", N_FEATURES, [3], 1, bidirectional=True)
@@ -682,7 +711,8 @@ def test_head_ragged_batch_equals_separate_sequences(cell_name, topology, head):
 
 def test_bad_head_arguments():
     weights, X, y = make_problem("rnn", [3], False)
-    with pytest.raises(ValueError, match=r"output must be one of \('last', 'mean', 'max'\)"):
+    with pytest.raises(ValueError,
+                       match=r"output must be one of \('last', 'mean', 'max', 'sequence'\)"):
         reference_loss_and_grad(weights, X, y, output="first")
     with pytest.raises(ValueError, match="output must be one of"):
         reference_loss(weights, X, y, output=None)
@@ -708,6 +738,334 @@ def test_bad_head_arguments():
         bad[1, 2] = value
         with pytest.raises(ValueError, match="y must be finite"):
             reference_loss(weights, X, bad, **se)
+
+
+# ----------------------------------------------------------------------------------------
+# Per-step head (output="sequence") and windowed truncated BPTT
+# ----------------------------------------------------------------------------------------
+
+# garbage for the padding entries of y (t >= lengths[i]), which are never read
+TARGET_PADDING = {"cross_entropy": (-1, N_CLASSES, 2**62),
+                  "squared_error": (np.nan, np.inf, -np.inf, 1e300)}
+
+
+def _garbage_padding(X, y, lengths, loss):
+    """X and per-step y with garbage past each sequence's length."""
+    return (_with_padding(X, lengths, np.nan),
+            _with_padding(y, lengths, TARGET_PADDING[loss][0]))
+
+
+def _frozen_states(frozen, X, lengths, cell, nonlinearity):
+    """Per sequence, each layer's (h, c) after every step of a unidirectional run with the
+    weights ``frozen``: the constant states the windows start from."""
+    return [_stack_steps(frozen, X[i, :length], None, cell, nonlinearity)[1]
+            for i, length in enumerate(lengths)]
+
+
+def _frozen_carry_loss(live, frozen_states, X, y, lengths, bptt_truncate, cell, nonlinearity,
+                       sample_weight=None, loss="cross_entropy"):
+    """The output="sequence" loss of a unidirectional network, with each sequence cut into
+    windows [0, k), [k, 2k), ...: the state entering the window that starts at step s is
+    ``frozen_states[i][s - 1]`` (``_frozen_states``, a constant); the window's steps run on
+    from it with ``live``, whose head gives their losses l_it;
+    loss = sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i.
+
+    When the frozen states come from live's own weights, this is the loss, and its gradient
+    with respect to ``live`` is the windowed truncated gradient: the states entering the
+    windows are constants. bptt_truncate=None: one window per sequence (frozen_states is
+    not read), an independent forward pass.
+    """
+    w = np.ones(len(y)) if sample_weight is None else sample_weight
+    total = 0.0
+    for i, length in enumerate(lengths):
+        window = length if bptt_truncate is None else bptt_truncate
+        for start in range(0, length, window):
+            stop = min(start + window, length)
+            entering = frozen_states[i][start - 1] if start > 0 else None
+            outputs, _ = _stack_steps(live, X[i, start:stop], entering, cell, nonlinearity)
+            total += w[i] * sum(_row_loss(live, o_t, y[i, t], loss)
+                                for t, o_t in zip(range(start, stop), outputs))
+    return total / np.sum(w * lengths)
+
+
+@pytest.mark.parametrize("cell_name, topology, batch", FD_HEAD_CASES,
+                         ids=["-".join(case) for case in FD_HEAD_CASES])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_sequence_grad_matches_finite_differences(loss, cell_name, topology, batch):
+    # seed 0: the weights and X of the FD tests above (y is drawn after them), so the
+    # same remarks on rnn-relu's kink apply
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    use_lengths, use_weights = BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, loss=loss,
+                                 output="sequence")
+    if use_lengths:
+        X, y = _garbage_padding(X, y, RAGGED_LENGTHS, loss)
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, output="sequence", loss=loss,
+                  lengths=RAGGED_LENGTHS if use_lengths else None,
+                  sample_weight=SAMPLE_WEIGHT if use_weights else None)
+
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    assert isinstance(value, float) and np.isfinite(value) and value > 0
+    assert value == reference_loss(weights, X, y, **kwargs)
+    fd = numerical_grad(lambda w: reference_loss(w, X, y, **kwargs), weights, eps=FD_EPS)
+    assert_grads_close(grads, fd, rtol=FD_RTOL, atol=1e-10)
+    assert list(grads) == list(weights)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_sequence_loss_matches_independent_forward(cell_name, topology, loss):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, _ = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, False, seed=30, loss=loss,
+                                 output="sequence")
+    value = reference_loss(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                           lengths=RAGGED_LENGTHS, sample_weight=SAMPLE_WEIGHT,
+                           output="sequence", loss=loss)
+    expected = _frozen_carry_loss(weights, None, X, y, RAGGED_LENGTHS, None, cell,
+                                  nonlinearity, SAMPLE_WEIGHT, loss)
+    assert value == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_sequence_head_by_hand(loss):
+    """loss = sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i, and the head's gradient, from
+    z_it = W_out o_it + b_out at every valid step of an independent forward pass."""
+    weights, X, y = make_problem("gru", [4], False, seed=31, loss=loss, output="sequence")
+    W_out, b_out = weights["weight_out"], weights["bias_out"]
+    total_weight = np.sum(SAMPLE_WEIGHT * RAGGED_LENGTHS)  # 8.5 weighted steps
+    value = 0.0
+    expected = {"weight_out": np.zeros_like(W_out), "bias_out": np.zeros_like(b_out)}
+    for i, length in enumerate(RAGGED_LENGTHS):
+        outputs = _top_layer_outputs(weights, weights, X[i, :length], 0, "gru", "tanh")
+        for t in range(length):
+            z = W_out @ outputs[t] + b_out
+            if loss == "cross_entropy":
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                l_it, d_z = -np.log(p[y[i, t]]), p - np.eye(N_CLASSES)[y[i, t]]
+            else:
+                residual = z - y[i, t]
+                l_it, d_z = 0.5 * np.sum(residual**2) / N_CLASSES, residual / N_CLASSES
+            value += SAMPLE_WEIGHT[i] * l_it / total_weight
+            d_z *= SAMPLE_WEIGHT[i] / total_weight
+            expected["weight_out"] += np.outer(d_z, outputs[t])
+            expected["bias_out"] += d_z
+
+    got, grads = reference_loss_and_grad(weights, X, y, cell="gru", lengths=RAGGED_LENGTHS,
+                                         sample_weight=SAMPLE_WEIGHT, output="sequence",
+                                         loss=loss)
+    assert got == pytest.approx(value, rel=1e-13)
+    for key in expected:
+        np.testing.assert_allclose(grads[key], expected[key], rtol=1e-12, atol=1e-16)
+
+
+# finite differences of the frozen-carry loss are slow: k = 1, 2, 3, and both losses
+WINDOW_CASES = [(1, "cross_entropy"), (2, "cross_entropy"), (2, "squared_error"),
+                (3, "squared_error")]
+
+
+@pytest.mark.parametrize("bptt_truncate, loss", WINDOW_CASES,
+                         ids=[f"{k}-{loss}" for k, loss in WINDOW_CASES])
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_windowed_truncation_matches_finite_differences(cell_name, topology, bptt_truncate,
+                                                        loss):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, _ = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, False, seed=3, loss=loss,
+                                 output="sequence")
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+                  sample_weight=SAMPLE_WEIGHT, output="sequence", loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, bptt_truncate=bptt_truncate,
+                                           **kwargs)
+    value_full, full = reference_loss_and_grad(weights, X, y, **kwargs)
+    # truncation changes the gradient only: the forward state crosses the windows
+    assert value == value_full
+
+    frozen_states = _frozen_states(weights, X, RAGGED_LENGTHS, cell, nonlinearity)
+
+    def f(live):
+        return _frozen_carry_loss(live, frozen_states, X, y, RAGGED_LENGTHS, bptt_truncate,
+                                  cell, nonlinearity, SAMPLE_WEIGHT, loss)
+
+    assert value == pytest.approx(f(weights), rel=1e-13)
+    fd = numerical_grad(f, weights, eps=FD_EPS)
+    assert_grads_close(grads, fd, rtol=FD_RTOL, atol=1e-10)
+
+    # and truncation really changed the recurrent gradient (lengths 5 and 4 exceed k)
+    diff = np.linalg.norm(grads["weight_hh_l0"] - full["weight_hh_l0"])
+    assert diff > 1e-6 * np.linalg.norm(full["weight_hh_l0"])
+    # the head does not depend on time, so its gradient is unchanged
+    np.testing.assert_array_equal(grads["weight_out"], full["weight_out"])
+    np.testing.assert_array_equal(grads["bias_out"], full["bias_out"])
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("lengths", [None, RAGGED_LENGTHS], ids=["full", "ragged"])
+@pytest.mark.parametrize("topology", UNIDIRECTIONAL)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_windowed_truncation_at_least_max_length_is_no_truncation(cell_name, topology,
+                                                                  lengths, loss):
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, _ = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, False, seed=32, loss=loss,
+                                 output="sequence")
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=lengths, output="sequence",
+                  loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    for k in (N_TIMESTEPS, N_TIMESTEPS + 3):
+        value_k, grads_k = reference_loss_and_grad(weights, X, y, bptt_truncate=k, **kwargs)
+        assert value_k == value
+        assert_grads_equal(grads_k, grads)
+    # one step short of the longest sequence: windows [0, T-1) and [T-1, T), so the
+    # gradient of the loss at step T-1 no longer reaches the earlier steps (in some layer:
+    # with relu, units off at step T-1 may block it in one)
+    _, grads_short = reference_loss_and_grad(weights, X, y, bptt_truncate=N_TIMESTEPS - 1,
+                                             **kwargs)
+    assert not all(np.allclose(grads_short[key], grads[key])
+                   for key in grads if key.startswith("weight_hh"))
+
+
+def test_sequence_squared_error_one_output_accepts_2d_targets():
+    rng = np.random.default_rng(33)
+    weights = init_weights(rng, "lstm", N_FEATURES, [3], 1, bidirectional=True)
+    X = rng.normal(size=(N_SAMPLES, N_TIMESTEPS, N_FEATURES))
+    y = rng.normal(size=(N_SAMPLES, N_TIMESTEPS))
+    kwargs = dict(cell="lstm", lengths=RAGGED_LENGTHS, output="sequence",
+                  loss="squared_error")
+    value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+    value_3d, grads_3d = reference_loss_and_grad(weights, X, y[:, :, None], **kwargs)
+    assert value == value_3d
+    assert_grads_equal(grads, grads_3d)
+    # integer targets are read as floats
+    y_int = rng.integers(-3, 4, size=(N_SAMPLES, N_TIMESTEPS))
+    assert reference_loss(weights, X, y_int, **kwargs) == \
+        reference_loss(weights, X, y_int.astype(np.float64), **kwargs)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_sequence_padding_is_never_read(cell_name, topology, loss):
+    """Garbage in X and y past each sequence's length changes nothing (y: classes out of
+    range for cross-entropy, NaN and inf for squared error)."""
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=34, loss=loss,
+                                 output="sequence")
+    for bptt_truncate in [None] if bidirectional else [None, 2]:
+        kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+                      bptt_truncate=bptt_truncate, output="sequence", loss=loss)
+        value, grads = reference_loss_and_grad(weights, X, y, **kwargs)
+        for x_pad in (np.nan, np.inf, 1e300):
+            for y_pad in TARGET_PADDING[loss]:
+                value_pad, grads_pad = reference_loss_and_grad(
+                    weights, _with_padding(X, RAGGED_LENGTHS, x_pad),
+                    _with_padding(y, RAGGED_LENGTHS, y_pad), **kwargs)
+                assert value_pad == value
+                assert_grads_equal(grads_pad, grads)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_sequence_ragged_batch_equals_separate_sequences(cell_name, topology, loss):
+    """Sequence i run alone gives the mean of its l_it over its L_i steps; the padded batch
+    weighs it by w_i L_i: loss = sum_i w_i L_i loss_i / sum_i w_i L_i (a mean per step,
+    not per sequence). Windowed truncation starts each sequence's windows at its step 0."""
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=35, loss=loss,
+                                 output="sequence")
+    share = SAMPLE_WEIGHT * RAGGED_LENGTHS / np.sum(SAMPLE_WEIGHT * RAGGED_LENGTHS)
+    for bptt_truncate in [None] if bidirectional else [None, 2]:
+        kwargs = dict(cell=cell, nonlinearity=nonlinearity, bptt_truncate=bptt_truncate,
+                      output="sequence", loss=loss)
+        value, grads = reference_loss_and_grad(weights, X, y, lengths=RAGGED_LENGTHS,
+                                               sample_weight=SAMPLE_WEIGHT, **kwargs)
+        expected_value = 0.0
+        expected = {key: np.zeros_like(v) for key, v in weights.items()}
+        alone = []
+        for i, length in enumerate(RAGGED_LENGTHS):
+            value_i, grads_i = reference_loss_and_grad(
+                weights, X[i:i + 1, :length], y[i:i + 1, :length], **kwargs)
+            alone.append(value_i)
+            expected_value += share[i] * value_i
+            for key in expected:
+                expected[key] += share[i] * grads_i[key]
+        assert value == pytest.approx(expected_value, rel=1e-13)
+        assert_grads_close(grads, expected, rtol=1e-12, atol=1e-16)
+        # not the mean over sequences
+        per_sequence = np.sum(SAMPLE_WEIGHT * alone) / np.sum(SAMPLE_WEIGHT)
+        assert abs(value - per_sequence) > 1e-3 * value
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_sequence_of_length_one_is_last(cell_name, topology, loss):
+    """With one valid step the per-step head reads o[i, 0] = (forward state after step 0,
+    reverse state after step 0), which is what output="last" reads: the same loss and
+    gradient, bit for bit."""
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=36, loss=loss,
+                                 output="sequence")
+    kwargs = dict(cell=cell, nonlinearity=nonlinearity, lengths=np.ones(N_SAMPLES, dtype=int),
+                  sample_weight=SAMPLE_WEIGHT, loss=loss)
+    value, grads = reference_loss_and_grad(weights, X, y, output="sequence", **kwargs)
+    value_last, grads_last = reference_loss_and_grad(weights, X, y[:, 0], output="last",
+                                                     **kwargs)
+    assert value == value_last
+    assert_grads_equal(grads, grads_last)
+
+
+def test_bad_sequence_arguments():
+    weights, X, y = make_problem("rnn", [3], False, output="sequence")
+    seq = dict(output="sequence", lengths=RAGGED_LENGTHS)
+    # cross-entropy: integer classes (n, T); per-sample targets are refused, and vice versa
+    for bad in (y[:, 0], y[:, :, None], y[:, :-1], y.astype(np.float64)):
+        with pytest.raises(ValueError, match=r"y must be integer class indices of shape "
+                           r"\(n_samples, n_timesteps\) for loss='cross_entropy' and "
+                           r"output='sequence'"):
+            reference_loss_and_grad(weights, X, bad, **seq)
+    with pytest.raises(ValueError, match=r"integer class indices of shape \(n_samples,\)"):
+        reference_loss_and_grad(weights, X, y)
+    # classes are checked at the valid steps only: RAGGED_LENGTHS[3] = 4, [1] = 2
+    for value in (-1, N_CLASSES):
+        bad = y.copy()
+        bad[3, 3] = value
+        with pytest.raises(ValueError, match=r"y must lie in \[0, 3\) at the valid steps "
+                           r"t < lengths\[i\]"):
+            reference_loss(weights, X, bad, **seq)
+        bad = y.copy()
+        bad[1, 2:] = value
+        reference_loss(weights, X, bad, **seq)
+    # squared error: reals (n, T, C), or (n, T) when C == 1; finite at the valid steps
+    _, _, targets = make_problem("rnn", [3], False, loss="squared_error", output="sequence")
+    se = dict(loss="squared_error", **seq)
+    for bad in (targets[:, 0], targets[:, :, 0], targets[:, :, :1], targets[:, :-1],
+                np.ones((N_SAMPLES, N_TIMESTEPS, N_CLASSES + 1))):
+        with pytest.raises(ValueError, match=r"y must have shape \(n_samples, n_timesteps, "
+                           r"n_outputs\) = \(4, 5, 3\) for loss='squared_error' and "
+                           r"output='sequence' \(or \(n_samples, n_timesteps\) when"):
+            reference_loss_and_grad(weights, X, bad, **se)
+    for bad in (targets.astype(str), targets > 0, targets.astype(complex)):
+        with pytest.raises(ValueError, match="y must be real numbers"):
+            reference_loss_and_grad(weights, X, bad, **se)
+    for value in (np.nan, np.inf):
+        bad = targets.copy()
+        bad[3, 3, 1] = value
+        with pytest.raises(ValueError, match=r"y must be finite at the valid steps "
+                           r"t < lengths\[i\] for loss='squared_error'"):
+            reference_loss(weights, X, bad, **se)
+    # truncation: not for bidirectional networks
+    weights_bi, X, y = make_problem("rnn", [3], True, output="sequence")
+    with pytest.raises(ValueError, match="bptt_truncate is not defined for bidirectional"):
+        reference_loss_and_grad(weights_bi, X, y, bptt_truncate=2, **seq)
 
 
 # ----------------------------------------------------------------------------------------
@@ -765,16 +1123,25 @@ def _split_key(key):
     return base, int(rest), ""
 
 
+def _torch_row_loss(torch, logits, y, loss):
+    """The loss of each row of logits (R, C) for the targets y (NumPy; (R,) or (R, C))."""
+    if loss == "cross_entropy":
+        return torch.nn.functional.cross_entropy(logits, torch.from_numpy(y),
+                                                 reduction="none")
+    # 0.5 * mean over outputs of the squared error
+    return 0.5 * torch.nn.functional.mse_loss(
+        logits, torch.from_numpy(y).reshape(logits.shape), reduction="none").mean(dim=1)
+
+
+def _torch_sample_weight(torch, sample_weight, n_samples):
+    return torch.ones(n_samples, dtype=torch.float64) if sample_weight is None else \
+        torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
+
+
 def _torch_head_loss(torch, h, y, sample_weight, head, loss="cross_entropy"):
     logits = h @ head[0].T + head[1]
-    w = torch.ones(len(y), dtype=torch.float64) if sample_weight is None else \
-        torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
-    if loss == "cross_entropy":
-        per_sample = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y),
-                                                       reduction="none")
-    else:  # 0.5 * mean over outputs of the squared error
-        per_sample = 0.5 * torch.nn.functional.mse_loss(
-            logits, torch.from_numpy(y).reshape(logits.shape), reduction="none").mean(dim=1)
+    w = _torch_sample_weight(torch, sample_weight, len(y))
+    per_sample = _torch_row_loss(torch, logits, y, loss)
     return (w * per_sample).sum() / w.sum()
 
 
@@ -952,4 +1319,108 @@ def test_truncated_matches_torch_detached(cell_name, topology, bptt_truncate):
         weights, X, y, cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
         bptt_truncate=bptt_truncate, sample_weight=SAMPLE_WEIGHT)
     assert loss == pytest.approx(expected_loss, rel=TORCH_RTOL)
+    assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
+
+
+def torch_sequence_loss_and_grad(weights, X, y, cell, nonlinearity, lengths=None,
+                                 sample_weight=None, loss="cross_entropy"):
+    """The per-step head in torch: the packed run, padded back (pad_packed_sequence), logits
+    at every step, and the per-step losses masked to the valid steps:
+    sum_i w_i sum_{t < L_i} l_it / sum_i w_i L_i."""
+    torch = _torch()
+    n_samples, n_timesteps, _ = X.shape
+    modules, names = _torch_modules(torch, weights, cell, nonlinearity)
+    head = [torch.tensor(weights["weight_out"], requires_grad=True),
+            torch.tensor(weights["bias_out"], requires_grad=True)]
+    lengths = np.full(n_samples, n_timesteps) if lengths is None else np.asarray(lengths)
+    out = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(X), torch.as_tensor(lengths, dtype=torch.int64), batch_first=True,
+        enforce_sorted=False)
+    for module in modules:
+        out, _ = module(out)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                    total_length=n_timesteps)
+    logits = out @ head[0].T + head[1]  # (n, T, C)
+    valid = np.arange(n_timesteps) < lengths[:, None]
+    # the padding steps get a harmless target, then a zero weight
+    targets = np.where(valid.reshape(valid.shape + (1,) * (y.ndim - 2)), y, 0)
+    per_step = _torch_row_loss(torch, logits.reshape(n_samples * n_timesteps, -1),
+                               targets.reshape(n_samples * n_timesteps, *y.shape[2:]), loss)
+    per_step = torch.where(torch.from_numpy(valid), per_step.reshape(valid.shape), 0.0)
+    w = _torch_sample_weight(torch, sample_weight, n_samples)
+    value = (w[:, None] * per_step).sum() / (w * torch.from_numpy(lengths)).sum()
+    value.backward()
+    return value.item(), _torch_grads(modules, names, head)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("topology", TORCH_TOPOLOGIES)
+@pytest.mark.parametrize("cell_name", CELLS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_sequence_matches_torch_autograd(loss, cell_name, topology, batch):
+    _torch()
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, bidirectional = TORCH_TOPOLOGIES[topology]
+    use_lengths, use_weights = BATCHES[batch]
+    weights, X, y = make_problem(cell, hidden_sizes, bidirectional, seed=40, loss=loss,
+                                 output="sequence")
+    lengths = RAGGED_LENGTHS if use_lengths else None
+    sample_weight = SAMPLE_WEIGHT if use_weights else None
+
+    expected_value, expected = torch_sequence_loss_and_grad(
+        weights, X, y, cell, nonlinearity, lengths, sample_weight, loss)
+    if use_lengths:  # padding garbage must not matter to either side
+        X, y = _garbage_padding(X, y, RAGGED_LENGTHS, loss)
+    value, grads = reference_loss_and_grad(weights, X, y, cell=cell, nonlinearity=nonlinearity,
+                                           lengths=lengths, sample_weight=sample_weight,
+                                           output="sequence", loss=loss)
+    assert value == pytest.approx(expected_value, rel=TORCH_RTOL)
+    assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
+
+
+def torch_windowed_loss_and_grad(weights, X, y, cell, nonlinearity, lengths, bptt_truncate,
+                                 sample_weight, loss):
+    """Windowed truncated BPTT in torch: each sequence runs alone, window by window,
+    [0, k), [k, 2k), ..., handing the next window its state detached (h.detach(), and c for
+    the LSTM); the per-step losses of all windows are summed."""
+    torch = _torch()
+    modules, names = _torch_modules(torch, weights, cell, nonlinearity)
+    head = [torch.tensor(weights["weight_out"], requires_grad=True),
+            torch.tensor(weights["bias_out"], requires_grad=True)]
+    w = np.ones(len(lengths)) if sample_weight is None else sample_weight
+    total = 0.0
+    for i, length in enumerate(lengths):
+        states = [None] * len(modules)  # one per module: (num_layers, 1, H), or (h, c)
+        for start in range(0, length, bptt_truncate):
+            stop = min(start + bptt_truncate, length)
+            seq = torch.from_numpy(X[i:i + 1, start:stop])
+            for j, module in enumerate(modules):
+                seq, state = module(seq, states[j])
+                states[j] = tuple(s.detach() for s in state) if cell == "lstm" else \
+                    state.detach()
+            logits = seq[0] @ head[0].T + head[1]
+            total = total + w[i] * _torch_row_loss(torch, logits, y[i, start:stop], loss).sum()
+    value = total / np.sum(w * lengths)
+    value.backward()
+    return value.item(), _torch_grads(modules, names, head)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("bptt_truncate", [1, 2, 4])
+@pytest.mark.parametrize("topology", ["single", "stacked", "stacked-same"])
+@pytest.mark.parametrize("cell_name", CELLS)
+def test_windowed_truncation_matches_torch_detached(cell_name, topology, bptt_truncate,
+                                                    loss):
+    _torch()
+    cell, nonlinearity = CELLS[cell_name]
+    hidden_sizes, _ = TORCH_TOPOLOGIES[topology]
+    weights, X, y = make_problem(cell, hidden_sizes, False, seed=41, loss=loss,
+                                 output="sequence")
+    expected_value, expected = torch_windowed_loss_and_grad(
+        weights, X, y, cell, nonlinearity, RAGGED_LENGTHS, bptt_truncate, SAMPLE_WEIGHT, loss)
+    value, grads = reference_loss_and_grad(
+        weights, X, y, cell=cell, nonlinearity=nonlinearity, lengths=RAGGED_LENGTHS,
+        bptt_truncate=bptt_truncate, sample_weight=SAMPLE_WEIGHT, output="sequence",
+        loss=loss)
+    assert value == pytest.approx(expected_value, rel=TORCH_RTOL)
     assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)

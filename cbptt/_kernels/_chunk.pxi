@@ -14,8 +14,12 @@
 # each sequence in training, the last BLOCK_STEPS in predict. The steps
 # before them run forward only, BLOCK_STEPS at a time, carrying each layer's
 # state into the next block's step 0 (and a pooled head's running sum or
-# max), so a chunk's memory does not grow with T. The reverse direction of a
-# bidirectional network needs its whole sequence, so it keeps every step.
+# max), so a chunk's memory does not grow with T. The per-step head instead
+# cuts every sequence into windows from its first step (of `truncate` steps
+# in training, BLOCK_STEPS in predict) and runs each window forward, scores
+# it and backpropagates through it, carrying the state, not the gradient,
+# into the next. The reverse direction of a bidirectional network needs its
+# whole sequence, so it keeps every step.
 
 import numpy as np
 
@@ -70,14 +74,82 @@ cdef Layout _chunk_forward(const Model* m, const Data* data, const intp_t* sampl
 
 cdef double _chunk_loss_and_grad(const Model* m, const Data* data,
                                  const intp_t* samples, intp_t n_rows,
+                                 const Windows* windows, floating* carry,
                                  double loss_scale, const floating* params,
                                  floating* grad, floating* ws) noexcept nogil:
-    """Forward, loss and backward through time for one chunk; grad is overwritten."""
+    """Forward, loss and backward through time for one chunk; grad is
+    overwritten. The per-step head runs the given windows (_chunk_windows)."""
     cdef Chunk c
-    cdef Layout w = _chunk_forward(m, data, samples, n_rows, params, ws, True, &c)
-    cdef double loss = _loss(m, &w, &c, data, loss_scale, ws)
-    cdef const floating* d_last = _head_backward(m, &w, &c, data.lengths, params, grad, ws)
-    _backward_stack(m, &w, &c, params, grad, ws, d_last)
+    cdef Layout w
+    cdef double loss
+    cdef const floating* d_last
+    if m.head == HEAD_SEQUENCE:
+        return _chunk_windows(m, data, samples, n_rows, windows, carry, loss_scale,
+                              params, grad, ws, NULL)
+    w = _chunk_forward(m, data, samples, n_rows, params, ws, True, &c)
+    loss = _loss(m, &w, &c, data, loss_scale, ws)
+    d_last = _head_backward(m, &w, &c, data.lengths, params, grad, ws, False)
+    _backward_stack(m, &w, &c, params, grad, ws, d_last, False)
+    return loss
+
+
+cdef struct Windows:
+    # Which windows of m.window steps, counted from each sequence's first
+    # step, a per-step head runs: n from first on.
+    intp_t first
+    intp_t n
+
+
+cdef double _chunk_windows(const Model* m, const Data* data, const intp_t* samples,
+                           intp_t n_rows, const Windows* windows, floating* carry,
+                           double loss_scale, const floating* params, floating* grad,
+                           floating* ws, floating* out) noexcept nogil:
+    """The per-step head over windows of m.window steps of a chunk (samples
+    sorted by decreasing length). Training (grad not NULL): each window
+    forward, scored and backpropagated, its gradient added to grad (which is
+    overwritten first); the state entering a window is a constant, carried
+    from the one before. Predict: every step's output goes to out, (samples,
+    n_timesteps, n_outputs). The state enters from carry (rows,
+    Model.state_size) when the first window is not the sequences' first, and
+    is left there; carry may be NULL when every window runs here."""
+    cdef Chunk c
+    cdef Layout w = _layout(n_rows, 0, m, False)
+    cdef const floating* X = <const floating*> data.X
+    cdef const intp_t* lengths = data.lengths
+    cdef intp_t i, s, k, start, C = m.n_outputs
+    cdef bint training = grad != NULL
+    cdef double loss = 0
+    c.samples = samples
+    if training:
+        memset(grad, 0, m.n_params * sizeof(floating))
+    _pack_forward_weights(m, &w, params, ws)
+    if windows.first > 0:
+        _move_state(m, &w, n_rows, carry, ws, False)
+    for k in range(windows.first, windows.first + windows.n):
+        start = k * m.window
+        c.n_rows = 0
+        while c.n_rows < n_rows and lengths[samples[c.n_rows]] > start:
+            i = c.n_rows
+            c.length[i] = min(lengths[samples[i]] - start, m.window)
+            c.offset[i] = start
+            c.n_rows += 1
+        if c.n_rows == 0:
+            break
+        w = _layout(n_rows, c.length[0], m, training)
+        _forward_segment(m, &w, X, &c, params, ws, training, start > 0)
+        _head_output(m, &w, &c, lengths, params, ws)
+        if training:
+            loss += _loss(m, &w, &c, data, loss_scale, ws)
+            _head_backward(m, &w, &c, lengths, params, grad, ws, True)
+            _backward_stack(m, &w, &c, params, grad, ws, NULL, True)
+        else:
+            for i in range(c.n_rows):
+                for s in range(1, c.length[i] + 1):
+                    memcpy(out + (samples[i] * m.n_timesteps + start + s - 1) * C,
+                           ws + w.out + (i * w.n_steps1 + s) * C, C * sizeof(floating))
+        _save_state(m, &w, &c, ws)
+    if carry != NULL:
+        _move_state(m, &w, n_rows, carry, ws, True)
     return loss
 
 
@@ -96,13 +168,16 @@ def chunk_rows(intp_t n_batch):
 
 
 cdef double _minibatch(const Model* m, const Data* data, const intp_t* batch,
-                       intp_t n_batch, double loss_scale, const floating* params,
-                       intp_t n_params, floating* grad_out, floating* chunk_grads,
-                       floating* workspace, intp_t ws_stride, double* chunk_loss,
-                       int n_threads) noexcept nogil:
+                       intp_t n_batch, const Windows* windows, floating* carry,
+                       double loss_scale, const floating* params, intp_t n_params,
+                       floating* grad_out, floating* chunk_grads, floating* workspace,
+                       intp_t ws_stride, double* chunk_loss, int n_threads) noexcept nogil:
     """Loss of one minibatch (sorted by decreasing length) and its gradient
     into grad_out: the chunks in parallel, then summed in chunk order, which
-    makes the result bit-identical for any thread count."""
+    makes the result bit-identical for any thread count. A per-step head
+    runs ``windows``, carrying each row's state in carry (n_batch,
+    Model.state_size; NULL when the windows start at the first step and the
+    state is not needed after them)."""
     cdef intp_t rows = _chunk_rows(n_batch)
     cdef intp_t n_chunks = (n_batch + rows - 1) // rows
     cdef intp_t c, j, start
@@ -112,8 +187,9 @@ cdef double _minibatch(const Model* m, const Data* data, const intp_t* batch,
         start = c * rows
         fp_mode = flush_denormals()
         chunk_loss[c] = _chunk_loss_and_grad(
-            m, data, batch + start, min(rows, n_batch - start), loss_scale, params,
-            chunk_grads + c * n_params, workspace + threadid() * ws_stride)
+            m, data, batch + start, min(rows, n_batch - start), windows,
+            carry + start * m.state_size if carry != NULL else NULL, loss_scale,
+            params, chunk_grads + c * n_params, workspace + threadid() * ws_stride)
         restore_fp_mode(fp_mode)
     memcpy(grad_out, chunk_grads, n_params * sizeof(floating))
     loss = chunk_loss[0]
@@ -130,12 +206,14 @@ cdef Data _data(const Model* m, const floating[:, :, ::1] X, const intp_t[::1] l
     """The samples for the kernels, with the targets the loss needs (the
     Python layer validated their values)."""
     cdef Data data
-    cdef intp_t n = X.shape[0]
+    cdef intp_t n = X.shape[0] * (X.shape[1] if m.head == HEAD_SEQUENCE else 1)
     if m.loss == CROSS_ENTROPY and (labels is None or labels.shape[0] != n):
-        raise ValueError("cross-entropy needs one class index per sample")
+        raise ValueError("cross-entropy needs one class index per sample (per "
+                         "step with the per-step head, flattened)")
     if m.loss == SQUARED_ERROR and (targets is None or targets.shape[0] != n
                                     or targets.shape[1] != m.n_outputs):
-        raise ValueError("squared error needs (n_samples, n_outputs) targets")
+        raise ValueError("squared error needs (n_samples, n_outputs) targets "
+                         "((n_samples * n_timesteps, n_outputs) per step)")
     data.X = &X[0, 0, 0]
     data.lengths = &lengths[0]
     data.labels = &labels[0] if labels is not None else NULL
@@ -146,7 +224,8 @@ cdef Data _data(const Model* m, const floating[:, :, ::1] X, const intp_t[::1] l
 
 cdef void _check_window(const Model* m, intp_t truncate, intp_t n_timesteps) except *:
     if _pooled(m) and truncate < n_timesteps:
-        raise ValueError("truncated BPTT is defined for the last-state head only")
+        raise ValueError("truncated BPTT is defined for the last-state and per-step "
+                         "heads only")
 
 
 def loss_and_grad(
@@ -171,25 +250,32 @@ def loss_and_grad(
 
     ``spec`` describes the network (Spec), ``hidden`` its layer sizes.
     ``batch`` holds indices into X sorted by decreasing length. The loss is
-    sum_i w_i l_i * loss_scale, scored against ``labels`` (cross-entropy) or
-    ``targets`` (squared error; the other may be None). ``truncate`` is the
-    number of steps backpropagated per sequence (>= the longest sequence
-    means full BPTT; the last-state head only). ``sample_weight`` may be
-    None; ``seed`` draws the dropout masks. ``chunk_grads`` (n_chunks, P)
-    and ``workspace`` (threads, workspace_size(..., chunk_rows(len(batch)),
-    ..., True)) are scratch; at most ``workspace.shape[0]`` threads run.
-    The caller validated every value.
+    sum_i w_i l_i * loss_scale (per-step head: sum_i w_i sum_t l_it *
+    loss_scale), scored against ``labels`` (cross-entropy) or ``targets``
+    (squared error; the other may be None; per step: flattened over samples
+    and steps). ``truncate``: with the last-state head, the number of steps
+    backpropagated per sequence; with the per-step head, the length of the
+    windows the gradient does not cross; >= the longest sequence means full
+    BPTT. ``sample_weight`` may be None; ``seed`` draws the dropout masks.
+    ``chunk_grads`` (n_chunks, P) and ``workspace`` (threads,
+    workspace_size(..., chunk_rows(len(batch)), ..., True)) are scratch; at
+    most ``workspace.shape[0]`` threads run. The caller validated every
+    value.
     """
     cdef Model m = _model(&spec, hidden, X.shape[1], truncate, seed, floating is float)
     cdef Data data = _data(&m, X, lengths, labels, targets, sample_weight)
     cdef double[::1] chunk_loss = np.empty(chunk_grads.shape[0])
     cdef double loss
+    cdef Windows windows
+    windows.first = 0
+    windows.n = (lengths[batch[0]] + m.window - 1) // m.window
     _check_window(&m, truncate, X.shape[1])
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
-        loss = _minibatch(&m, &data, &batch[0], batch.shape[0], loss_scale, &params[0],
-                          params.shape[0], &grad_out[0], &chunk_grads[0, 0],
-                          &workspace[0, 0], workspace.shape[1], &chunk_loss[0], n_threads)
+        loss = _minibatch(&m, &data, &batch[0], batch.shape[0], &windows, NULL,
+                          loss_scale, &params[0], params.shape[0], &grad_out[0],
+                          &chunk_grads[0, 0], &workspace[0, 0], workspace.shape[1],
+                          &chunk_loss[0], n_threads)
     return loss
 
 
@@ -205,8 +291,10 @@ def forward(
     int n_threads,
 ):
     """The head's output for the samples ``batch`` (sorted by decreasing
-    length), written to ``out[k]`` for sample ``batch[k]``: logits for
-    cross-entropy, predictions for squared error. ``workspace`` is
+    length): logits for cross-entropy, predictions for squared error, written
+    to ``out[k]`` for sample ``batch[k]``; with the per-step head, to
+    ``out[sample * n_timesteps + t]`` for each valid step t of each sample
+    (out is (n_samples * n_timesteps, n_outputs)). ``workspace`` is
     (threads, workspace_size(..., False)); at most ``workspace.shape[0]``
     threads run."""
     cdef Model m = _model(&spec, hidden, X.shape[1], BLOCK_STEPS, 0, floating is float)
@@ -221,17 +309,26 @@ def forward(
         for k in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
             start = k * rows
             _chunk_output(&m, &data, &batch[start], min(rows, n_batch - start),
-                          &params[0], &workspace[threadid(), 0], &out[start, 0])
+                          &params[0], &workspace[threadid(), 0],
+                          &out[0, 0] if m.head == HEAD_SEQUENCE else &out[start, 0])
 
 
 cdef void _chunk_output(const Model* m, const Data* data, const intp_t* samples,
                         intp_t n_rows, const floating* params, floating* ws,
                         floating* out) noexcept nogil:
     cdef Chunk c
+    cdef Layout w
+    cdef Windows windows
     cdef unsigned int fp_mode = flush_denormals()
-    cdef Layout w = _chunk_forward(m, data, samples, n_rows, params, ws, False, &c)
+    if m.head == HEAD_SEQUENCE:
+        windows.first = 0
+        windows.n = (data.lengths[samples[0]] + m.window - 1) // m.window
+        _chunk_windows(m, data, samples, n_rows, &windows, NULL, 0, params, NULL, ws,
+                       out)
+    else:
+        w = _chunk_forward(m, data, samples, n_rows, params, ws, False, &c)
+        memcpy(out, ws + w.out, n_rows * m.n_outputs * sizeof(floating))
     restore_fp_mode(fp_mode)
-    memcpy(out, ws + w.out, n_rows * m.n_outputs * sizeof(floating))
 
 
 def workspace_size(Spec spec, intp_t[::1] hidden, intp_t n_rows, intp_t max_steps,
@@ -243,7 +340,7 @@ def workspace_size(Spec spec, intp_t[::1] hidden, intp_t n_rows, intp_t max_step
     cdef Model m = _model(&spec, hidden, max_steps,
                           truncate if training else BLOCK_STEPS, 0, float32)
     cdef intp_t size = _layout(n_rows, m.window, &m, training).end
-    if max_steps > m.window:
+    if max_steps > m.window and m.head != HEAD_SEQUENCE:
         size = max(size, _layout(n_rows, min(max_steps - m.window, BLOCK_STEPS),
                                  &m, False).end)
     return size

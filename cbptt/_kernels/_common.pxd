@@ -143,8 +143,8 @@ cdef inline void add_bias_rows(floating* a, const floating* bias,
 
 
 cdef inline void column_sums(const floating* a, intp_t n_rows, intp_t n_cols,
-                             floating* out) noexcept nogil:
-    """out[j] = sum_i a[i, j] (overwrites out).
+                             floating* out, bint accumulate=False) noexcept nogil:
+    """out[j] = sum_i a[i, j], or out[j] += sum_i a[i, j] with accumulate.
 
     Eight rows are added together before they go into out: a loop that adds
     one row at a time into out waits, at every row, for its previous store
@@ -152,7 +152,8 @@ cdef inline void column_sums(const floating* a, intp_t n_rows, intp_t n_cols,
     """
     cdef intp_t i = 0, j
     cdef const floating* r
-    memset(out, 0, n_cols * sizeof(floating))
+    if not accumulate:
+        memset(out, 0, n_cols * sizeof(floating))
     while i + 8 <= n_rows:
         r = a + i * n_cols
         for j in range(n_cols):

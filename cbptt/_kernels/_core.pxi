@@ -34,8 +34,7 @@ cdef void _dropout(const Model* m, intp_t k, floating* a, intp_t width,
         for s in range(1, c.length[i] + 1):
             row = a + (i * T1 + s) * width
             key = _mix(m.seed ^ _mix(<uint64_t> (k + 1) ^ _mix(
-                <uint64_t> c.samples[i] * <uint64_t> 65537
-                + <uint64_t> (c.offset[i] + s))))
+                _mix(<uint64_t> c.samples[i]) + <uint64_t> (c.offset[i] + s))))
             for j in range(width):
                 u = (_mix(key + <uint64_t> j) >> 11) * (1.0 / 9007199254740992.0)
                 row[j] = row[j] * scale if u >= m.dropout else 0
@@ -151,9 +150,9 @@ cdef void _layer_forward(const Model* m, const Layout* w, intp_t k, intp_t d,
 cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                           const Chunk* c, const floating* params, floating* grad,
                           floating* ws, const floating* d_last,
-                          intp_t d_last_stride) noexcept nogil:
-    """Backprop through time in block (k, d) into its weight gradients and,
-    for k > 0, into d_inp. The gradient at hs enters at each sequence's last
+                          intp_t d_last_stride, bint accumulate) noexcept nogil:
+    """Backprop through time in block (k, d) into its weight gradients
+    (added to them with accumulate) and, for k > 0, into d_inp. The gradient at hs enters at each sequence's last
     step (d_last, row i at d_last + i * d_last_stride) or, when d_last is
     NULL, at every step (d_out: from the layer above, or from a head that
     reads every step). None flows into the state at step 0 (zero, or
@@ -237,17 +236,21 @@ cdef void _layer_backward(const Model* m, const Layout* w, intp_t k, intp_t d,
                  False, False, ws + w.grad_ih_t, GH)
         for i in range(D_in):
             for j in range(GH):
-                grad_weight_ih[j * D_in + i] = ws[w.grad_ih_t + i * GH + j]
+                if accumulate:
+                    grad_weight_ih[j * D_in + i] += ws[w.grad_ih_t + i * GH + j]
+                else:
+                    grad_weight_ih[j * D_in + i] = ws[w.grad_ih_t + i * GH + j]
     else:
         _product(small, GH, D_in, n_rows * T1, d_gates, GH, True, inp, False, inp, False,
-                 False, grad_weight_ih, D_in)
+                 accumulate, grad_weight_ih, D_in)
     _product(small, GH, H, n_rows * T1 - 1, d_gh + GH, GH, True, hs, False, hs, False,
-             False, grad_weight_hh, H)
-    column_sums(d_gates, n_rows * T1, GH, grad_bias_ih)
+             accumulate, grad_weight_hh, H)
+    column_sums(d_gates, n_rows * T1, GH, grad_bias_ih, accumulate)
     if m.cell == GRU:
-        column_sums(d_gh, n_rows * T1, GH, grad_bias_hh)
+        column_sums(d_gh, n_rows * T1, GH, grad_bias_hh, accumulate)
     else:
-        # Both biases enter the same pre-activation: equal gradients.
+        # Both biases enter the same pre-activation: equal gradients (so
+        # are their sums over segments).
         memcpy(grad_bias_hh, grad_bias_ih, GH * sizeof(floating))
     if k > 0:
         # Backprop into the layer's input: d_inp = d_gates @ W_ih.
@@ -302,6 +305,26 @@ cdef void _forward_segment(const Model* m, const Layout* w, const floating* X,
                 _dropout(m, k, ws + w.inp[b], m.n_dirs * H, c, T1)
 
 
+cdef void _move_state(const Model* m, const Layout* w, intp_t n_rows, floating* carry,
+                      floating* ws, bint to_carry) noexcept nogil:
+    """Copy the carried state of n_rows rows between the workspace and carry,
+    (rows, Model.state_size): each block's h, then its c (LSTM)."""
+    cdef intp_t b, i, H, pos = 0
+    cdef floating* a
+    cdef floating* row
+    for b in range(m.n_layers * m.n_dirs):
+        H = m.hidden[b // m.n_dirs]
+        for i in range(n_rows):
+            row = carry + i * m.state_size + pos
+            a = ws + w.state_h[b] + i * H
+            memcpy(row if to_carry else a, a if to_carry else row, H * sizeof(floating))
+            if m.cell == LSTM:
+                a = ws + w.state_c[b] + i * H
+                memcpy(row + H if to_carry else a, a if to_carry else row + H,
+                       H * sizeof(floating))
+        pos += H * (2 if m.cell == LSTM else 1)
+
+
 cdef void _save_state(const Model* m, const Layout* w, const Chunk* c,
                       floating* ws) noexcept nogil:
     """Carry each row's state after its last step in the segment c."""
@@ -318,8 +341,9 @@ cdef void _save_state(const Model* m, const Layout* w, const Chunk* c,
 
 cdef void _backward_stack(const Model* m, const Layout* w, const Chunk* c,
                           const floating* params, floating* grad, floating* ws,
-                          const floating* d_last) noexcept nogil:
-    """Backprop through every layer, top first, into grad (its layer blocks).
+                          const floating* d_last, bint accumulate) noexcept nogil:
+    """Backprop through every layer, top first, into grad (its layer blocks;
+    added to them with accumulate).
 
     The gradient into the top layer's outputs enters at each sequence's last
     step (d_last: (rows, n_dirs H_last), each direction's block) or, when
@@ -332,7 +356,7 @@ cdef void _backward_stack(const Model* m, const Layout* w, const Chunk* c,
         for d in range(m.n_dirs):
             _layer_backward(m, w, k, d, c, params, grad, ws,
                             d_last + d * H_top if k == top and d_last != NULL else NULL,
-                            F)
+                            F, accumulate)
         if k == 0:
             break
         # Backprop into layer k - 1's outputs: gather the gradient of layer k's

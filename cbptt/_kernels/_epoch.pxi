@@ -79,13 +79,18 @@ def train_epoch(
                           floating is float)
     cdef Data data = _data(&m, X, lengths, labels, targets, sample_weight)
     cdef intp_t n = order.shape[0], P = params.shape[0], T = X.shape[1]
-    cdef intp_t start, n_batch, i, j, k = 0, steps = 0, diverged = -1
+    cdef intp_t start, n_batch, j, k = 0, steps = 0, diverged = -1, n_windows, window
     cdef intp_t[::1] batch = np.empty(min(schedule.batch_size, n), dtype=np.intp)
     cdef intp_t[::1] slots = np.empty(T + 2, dtype=np.intp)
     cdef double[::1] chunk_loss = np.empty(chunk_grads.shape[0])
+    # The state each row carries from window to window (per-step head).
+    cdef floating[::1] carry = np.empty(
+        max(1, min(schedule.batch_size, n) * m.state_size),
+        dtype=np.float32 if floating is float else np.float64)
     cdef const floating* weights = <const floating*> data.sample_weight
     cdef double weight_sum, loss, total_loss = 0, total_weight = 0, sq, coef
     cdef floating p
+    cdef Windows windows
     _check_window(&m, schedule.truncate, T)
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
@@ -93,46 +98,69 @@ def train_epoch(
         while start < n:
             n_batch = min(schedule.batch_size, n - start)
             _sort_by_length(&lengths[0], T, &order[start], n_batch, &slots[0], &batch[0])
-            weight_sum = n_batch
-            if weights != NULL:
-                weight_sum = 0
-                for i in range(n_batch):
-                    weight_sum += weights[batch[i]]
             start += n_batch
             k += 1
-            if weight_sum <= 0:
-                continue
             if m.dropout > 0:
                 m.seed = seeds[k - 1]
-            loss = _minibatch(&m, &data, &batch[0], n_batch, 1.0 / weight_sum, &params[0],
-                              P, &grad[0], &chunk_grads[0, 0], &workspace[0, 0],
-                              workspace.shape[1], &chunk_loss[0], n_threads)
-            # The L2 penalty, scaled like the data term (by the minibatch's
-            # weight sum), so a sample weight of 2 equals a duplicated sample.
-            if schedule.alpha > 0:
+            # One optimizer step per minibatch; per window of each sequence
+            # with a per-step head, carrying the state between them.
+            n_windows = 1
+            if m.head == HEAD_SEQUENCE:
+                n_windows = (lengths[batch[0]] + m.window - 1) // m.window
+            windows.n = 1
+            for window in range(n_windows):
+                windows.first = window
+                weight_sum = _weight_sum(&m, &lengths[0], weights, &batch[0], n_batch,
+                                         window)
+                if weight_sum <= 0:
+                    continue
+                loss = _minibatch(&m, &data, &batch[0], n_batch, &windows, &carry[0],
+                                  1.0 / weight_sum, &params[0], P, &grad[0],
+                                  &chunk_grads[0, 0], &workspace[0, 0],
+                                  workspace.shape[1], &chunk_loss[0], n_threads)
+                # The L2 penalty, scaled like the data term (by the weight
+                # sum), so a sample weight of 2 equals a duplicated sample.
+                if schedule.alpha > 0:
+                    sq = 0
+                    coef = schedule.alpha / weight_sum
+                    for j in range(P):
+                        p = params[j] * l2_mask[j]
+                        sq += <double> p * p
+                        grad[j] += <floating> coef * p
+                    loss += 0.5 * coef * sq
                 sq = 0
-                coef = schedule.alpha / weight_sum
                 for j in range(P):
-                    p = params[j] * l2_mask[j]
-                    sq += <double> p * p
-                    grad[j] += <floating> coef * p
-                loss += 0.5 * coef * sq
-            sq = 0
-            for j in range(P):
-                sq += <double> grad[j] * grad[j]
-            if not (isfinite(loss) and isfinite(sq)):
-                diverged = k - 1
+                    sq += <double> grad[j] * grad[j]
+                if not (isfinite(loss) and isfinite(sq)):
+                    diverged = k - 1
+                    break
+                if schedule.clip_norm > 0 and sq > schedule.clip_norm * schedule.clip_norm:
+                    coef = schedule.clip_norm / sqrt(sq)
+                    for j in range(P):
+                        grad[j] *= <floating> coef
+                steps += 1
+                _solver_step(&solver, solver.steps_done + steps, &params[0], &grad[0],
+                             &state_a[0], &state_b[0], P)
+                total_loss += loss * weight_sum
+                total_weight += weight_sum
+            if diverged >= 0:
                 break
-            if schedule.clip_norm > 0 and sq > schedule.clip_norm * schedule.clip_norm:
-                coef = schedule.clip_norm / sqrt(sq)
-                for j in range(P):
-                    grad[j] *= <floating> coef
-            steps += 1
-            _solver_step(&solver, solver.steps_done + steps, &params[0], &grad[0],
-                         &state_a[0], &state_b[0], P)
-            total_loss += loss * weight_sum
-            total_weight += weight_sum
     return total_loss, total_weight, steps, diverged
+
+
+cdef double _weight_sum(const Model* m, const intp_t* lengths, const floating* weights,
+                        const intp_t* batch, intp_t n_batch, intp_t window) noexcept nogil:
+    """The weight of a minibatch in its loss: the sum of its sample weights,
+    or for a per-step head, of the weights of the steps in the given window
+    (every step of a sample weighs the sample's weight)."""
+    cdef intp_t i, steps
+    cdef double total = 0
+    for i in range(n_batch):
+        steps = 1
+        if m.head == HEAD_SEQUENCE:
+            steps = min(max(lengths[batch[i]] - window * m.window, 0), m.window)
+        total += steps * (weights[batch[i]] if weights != NULL else 1)
+    return total
 
 
 cdef void _solver_step(const Solver* solver, intp_t t, floating* params,

@@ -11,10 +11,13 @@
 #   mean: the mean of the top layer's outputs over the sequence's valid steps;
 #   max:  their elementwise max over the valid steps;
 #
-# then out = head_in @ weight_out^T + bias_out. The loss (_losses.pxd) turns
-# out into d loss / d out; backward, the linear map forms the gradients of
-# weight_out and bias_out and d_head_in, which enters the core at each
-# sequence's last step (last) or at every valid step (mean, max).
+# then out = head_in @ weight_out^T + bias_out. The per-step head instead
+# maps the top layer's output at every valid step, [h_forward, h_reverse]
+# in forward time order, to an output of its own. The loss (_losses.pxd)
+# turns out into d loss / d out; backward, the linear map forms the
+# gradients of weight_out and bias_out and the gradient into what the head
+# read, which enters the core at each sequence's last step (last) or at
+# every valid step (mean, max, sequence).
 #
 # The pooled heads are streamed: each segment of a chunk adds its steps to
 # head_in (_head_accumulate), so a prediction over long sequences needs no
@@ -57,16 +60,35 @@ cdef void _head_accumulate(const Model* m, const Layout* w, const Chunk* c,
                         acc[j] = h[j] if h[j] > acc[j] else acc[j]
 
 
+cdef const floating* _sequence_in(const Model* m, const Layout* w, const Chunk* c,
+                                  floating* ws) noexcept nogil:
+    """What the per-step head reads, (rows, S + 1, n_dirs H_last): the top
+    block's hs, or both directions' in forward time order."""
+    cdef intp_t d, H = m.hidden[m.n_layers - 1], top = (m.n_layers - 1) * m.n_dirs
+    if m.n_dirs == 1:
+        return ws + w.hs[top]
+    memset(ws + w.seq_in, 0, c.n_rows * w.n_steps1 * 2 * H * sizeof(floating))
+    for d in range(2):
+        _copy_steps(ws + w.hs[top + d], H, 0, ws + w.seq_in, 2 * H, d * H, H, c,
+                    w.n_steps1, d == 1, False)
+    return ws + w.seq_in
+
+
 cdef void _head_output(const Model* m, const Layout* w, const Chunk* c,
                        const intp_t* lengths, const floating* params,
                        floating* ws) noexcept nogil:
     """Finish head_in after the chunk's last segment c and form the output
-    out = head_in @ weight_out^T + bias_out."""
+    out = head_in @ weight_out^T + bias_out; the per-step head forms it at
+    every step of the segment."""
     cdef intp_t i, d, j, F = _head_size(m), H = m.hidden[m.n_layers - 1]
     cdef intp_t top = (m.n_layers - 1) * m.n_dirs
     cdef floating* head_in = ws + w.head_in
     cdef floating scale
-    if m.head == HEAD_LAST:
+    cdef intp_t n_rows = c.n_rows
+    if m.head == HEAD_SEQUENCE:
+        head_in = <floating*> _sequence_in(m, w, c, ws)
+        n_rows = c.n_rows * w.n_steps1
+    elif m.head == HEAD_LAST:
         for i in range(c.n_rows):
             for d in range(m.n_dirs):
                 memcpy(head_in + i * F + d * H,
@@ -77,45 +99,66 @@ cdef void _head_output(const Model* m, const Layout* w, const Chunk* c,
             scale = 1.0 / lengths[c.samples[i]]
             for j in range(F):
                 head_in[i * F + j] *= scale
-    gemm(False, True, c.n_rows, m.n_outputs, F, 1, head_in, F, params + m.head_params,
+    gemm(False, True, n_rows, m.n_outputs, F, 1, head_in, F, params + m.head_params,
          F, 0, ws + w.out, m.n_outputs)
-    add_bias_rows(ws + w.out, params + m.head_params + m.n_outputs * F, c.n_rows,
+    add_bias_rows(ws + w.out, params + m.head_params + m.n_outputs * F, n_rows,
                   m.n_outputs)
+
+
+cdef inline double _point_loss(const Model* m, floating* z, const Data* data,
+                               intp_t target, floating weight,
+                               double loss_scale) noexcept nogil:
+    """The loss of one output z against target number ``target`` (a sample,
+    or a (sample, step) of per-step targets); z becomes its gradient."""
+    if m.loss == CROSS_ENTROPY:
+        return weight * cross_entropy(z, m.n_outputs, data.labels[target], weight,
+                                      loss_scale)
+    return weight * squared_error(z, m.n_outputs,
+                                  <const floating*> data.targets + target * m.n_outputs,
+                                  weight, loss_scale)
 
 
 cdef double _loss(const Model* m, const Layout* w, const Chunk* c, const Data* data,
                   double loss_scale, floating* ws) noexcept nogil:
-    """sum_i w_i l_i * loss_scale over the chunk's rows; the output is
-    overwritten with d loss / d out (_losses.pxd)."""
-    cdef intp_t i, sample, C = m.n_outputs
+    """sum_i w_i l_i * loss_scale over the chunk's rows (per-step head: sum_i
+    w_i sum_t l_it over the segment's valid steps); the output is
+    overwritten with d loss / d out (_losses.pxd), zero at the steps that
+    have none."""
+    cdef intp_t i, s, sample, C = m.n_outputs, T1 = w.n_steps1
     cdef floating* out = ws + w.out
     cdef const floating* weights = <const floating*> data.sample_weight
-    cdef const floating* targets = <const floating*> data.targets
     cdef floating weight = 1
     cdef double loss = 0.0
     for i in range(c.n_rows):
         sample = c.samples[i]
         if weights != NULL:
             weight = weights[sample]
-        if m.loss == CROSS_ENTROPY:
-            loss += weight * cross_entropy(out + i * C, C, data.labels[sample], weight,
-                                           loss_scale)
-        else:
-            loss += weight * squared_error(out + i * C, C, targets + sample * C, weight,
-                                           loss_scale)
+        if m.head != HEAD_SEQUENCE:
+            loss += _point_loss(m, out + i * C, data, sample, weight, loss_scale)
+            continue
+        memset(out + i * T1 * C, 0, C * sizeof(floating))
+        for s in range(1, c.length[i] + 1):
+            loss += _point_loss(m, out + (i * T1 + s) * C, data,
+                                sample * m.n_timesteps + c.offset[i] + s - 1, weight,
+                                loss_scale)
+        memset(out + (i * T1 + c.length[i] + 1) * C, 0,
+               (T1 - 1 - c.length[i]) * C * sizeof(floating))
     return loss * loss_scale
 
 
 cdef const floating* _head_backward(const Model* m, const Layout* w, const Chunk* c,
                                     const intp_t* lengths, const floating* params,
-                                    floating* grad, floating* ws) noexcept nogil:
-    """Backprop from d loss / d out into weight_out, bias_out and the top
-    layer's outputs. Returns the gradient that enters each sequence at its
-    last step (last), or NULL after writing d_out of the top blocks at every
-    valid step (mean, max)."""
+                                    floating* grad, floating* ws,
+                                    bint accumulate) noexcept nogil:
+    """Backprop from d loss / d out into weight_out, bias_out (added to them
+    with accumulate) and the top layer's outputs. Returns the gradient that
+    enters each sequence at its last step (last), or NULL after writing d_out
+    of the top blocks at every valid step (mean, max, sequence)."""
     cdef intp_t i, d, s, t, j, L, F = _head_size(m), H = m.hidden[m.n_layers - 1]
     cdef intp_t T1 = w.n_steps1, top = (m.n_layers - 1) * m.n_dirs
+    cdef intp_t n_rows = c.n_rows * T1 if m.head == HEAD_SEQUENCE else c.n_rows
     cdef const floating* d_output = ws + w.out
+    cdef const floating* head_in = ws + w.head_in
     cdef floating* d_head_in = ws + w.d_head_in
     cdef const floating* g
     cdef const floating* pooled
@@ -123,13 +166,25 @@ cdef const floating* _head_backward(const Model* m, const Layout* w, const Chunk
     cdef floating* d_out
     cdef floating scale
 
+    if m.head == HEAD_SEQUENCE:
+        # The head read every step: the top block's hs, or for two
+        # directions seq_in, whose gradient is split between them below.
+        head_in = ws + (w.hs[top] if m.n_dirs == 1 else w.seq_in)
+        d_head_in = ws + (w.d_out[top] if m.n_dirs == 1 else w.d_seq_in)
     # dW_out = d_output^T head_in, db_out = column sums, and backprop into
     # what the head read: d_head_in = d_output @ W_out.
-    gemm(True, False, m.n_outputs, F, c.n_rows, 1, d_output, m.n_outputs,
-         ws + w.head_in, F, 0, grad + m.head_params, F)
-    column_sums(d_output, c.n_rows, m.n_outputs, grad + m.head_params + m.n_outputs * F)
-    gemm(False, False, c.n_rows, F, m.n_outputs, 1, d_output, m.n_outputs,
+    gemm(True, False, m.n_outputs, F, n_rows, 1, d_output, m.n_outputs,
+         head_in, F, 1 if accumulate else 0, grad + m.head_params, F)
+    column_sums(d_output, n_rows, m.n_outputs, grad + m.head_params + m.n_outputs * F,
+                accumulate)
+    gemm(False, False, n_rows, F, m.n_outputs, 1, d_output, m.n_outputs,
          params + m.head_params, F, 0, d_head_in, F)
+    if m.head == HEAD_SEQUENCE:
+        if m.n_dirs == 2:
+            for d in range(2):
+                _copy_steps(d_head_in, F, d * H, ws + w.d_out[top + d], H, 0, H, c, T1,
+                            d == 1, False)
+        return NULL
     if m.head == HEAD_LAST:
         return d_head_in
     for d in range(m.n_dirs):

@@ -47,6 +47,7 @@ cdef enum:
     HEAD_LAST = 0                   # each direction's state after its last step
     HEAD_MEAN = 1                   # the mean over each sequence's valid steps
     HEAD_MAX = 2                    # the elementwise max over the valid steps
+    HEAD_SEQUENCE = 3               # an output at every valid step
 
 cdef enum:
     CROSS_ENTROPY = 0
@@ -54,7 +55,8 @@ cdef enum:
 
 # The codes the Python layer passes in a Spec.
 cell_codes = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-head_codes = {"last": HEAD_LAST, "mean": HEAD_MEAN, "max": HEAD_MAX}
+head_codes = {"last": HEAD_LAST, "mean": HEAD_MEAN, "max": HEAD_MAX,
+              "sequence": HEAD_SEQUENCE}
 loss_codes = {"cross_entropy": CROSS_ENTROPY, "squared_error": SQUARED_ERROR}
 
 
@@ -80,11 +82,13 @@ cdef struct Model:
     intp_t n_dirs
     intp_t n_features
     intp_t n_outputs
+    intp_t n_timesteps              # steps of X (and of per-step targets)
     intp_t x_stride                 # elements between consecutive samples of X
     # Steps per sequence whose activations are kept for the backward pass
     # and the head: in training, the `truncate` steps backpropagated (BPTT
     # truncated to them when fewer than the sequence); in predict,
-    # BLOCK_STEPS; every step in a bidirectional network.
+    # BLOCK_STEPS; every step in a bidirectional network. The per-step head
+    # cuts each sequence into windows of this many steps from its first.
     intp_t window
     bint packs                      # float32 in a module with small_gemm.h
     double dropout
@@ -92,6 +96,8 @@ cdef struct Model:
     intp_t hidden[MAX_LAYERS]
     intp_t params[MAX_BLOCKS]       # offset of weight_ih of block (layer, direction)
     intp_t head_params              # offset of weight_out
+    intp_t n_params
+    intp_t state_size               # per row: every block's carried h (and c)
 
 
 cdef struct Data:
@@ -100,8 +106,10 @@ cdef struct Data:
     # to their own dtype, which the entry points checked.
     const void* X                   # (n_samples, n_timesteps, n_features), padded
     const intp_t* lengths           # valid steps of each sample
-    const intp_t* labels            # cross-entropy: the class index of each sample
-    const void* targets             # squared error: (n_samples, n_outputs) values
+    const intp_t* labels            # cross-entropy: the class index of each
+                                    # sample, or of each step (n_samples, n_timesteps)
+    const void* targets             # squared error: (n_samples, n_outputs) values,
+                                    # or (n_samples, n_timesteps, n_outputs)
     const void* sample_weight       # NULL: every weight is one
 
 
@@ -123,6 +131,7 @@ cdef struct Layout:
     intp_t state_c[MAX_BLOCKS]      # (rows, H) LSTM cell state carried
     intp_t head_in                  # (rows, n_dirs H_last) what weight_out reads,
                                     # pooled across segments by mean/max heads
+                                    # (none for the per-step head)
     intp_t inp[MAX_BLOCKS]
     intp_t gates[MAX_BLOCKS]
     intp_t hs[MAX_BLOCKS]
@@ -140,8 +149,13 @@ cdef struct Layout:
     intp_t dc                       # (rows, H_max) running d loss / d c (LSTM)
     intp_t gh                       # (rows, 3 H_max) W_hh h_prev of one step (GRU)
     intp_t d_head_in                # (rows, n_dirs H_last)
-    intp_t out                      # (rows, n_outputs) the head's output, then
-                                    # d loss / d output
+    # Per-step head of a bidirectional network: the top layer's outputs in
+    # forward time order, [h_forward, h_reverse] (rows, S + 1, 2 H_last),
+    # and their gradient.
+    intp_t seq_in
+    intp_t d_seq_in
+    intp_t out                      # (rows, n_outputs), per-step head (rows, S + 1,
+                                    # n_outputs): the output, then d loss / d output
     intp_t end
 
 
@@ -155,7 +169,12 @@ cdef inline intp_t _head_size(const Model* m) noexcept nogil:
 
 
 cdef inline bint _pooled(const Model* m) noexcept nogil:
-    """Whether the head reads every valid step (mean or max), not the last."""
+    """Whether the head pools the valid steps (mean or max)."""
+    return m.head == HEAD_MEAN or m.head == HEAD_MAX
+
+
+cdef inline bint _reads_every_step(const Model* m) noexcept nogil:
+    """Whether the head's gradient enters the core at every valid step."""
     return m.head != HEAD_LAST
 
 
@@ -189,7 +208,7 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
         H = m.hidden[b // m.n_dirs]
         w.state_h[b] = pos; pos += n_rows * H
         w.state_c[b] = pos; pos += n_rows * H if m.cell == LSTM else 0
-    w.head_in = pos; pos += n_rows * _head_size(m)
+    w.head_in = pos; pos += n_rows * _head_size(m) if m.head != HEAD_SEQUENCE else 0
     for b in range(m.n_layers * m.n_dirs):
         k = b // m.n_dirs
         H = m.hidden[k]
@@ -212,7 +231,7 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
             w.d_gates[b] = pos; pos += grad_plane * G * H
             w.d_gh[b] = pos; pos += grad_plane * G * H if m.cell == GRU else 0
             w.d_out[b] = pos
-            pos += grad_plane * H if k < top or _pooled(m) else 0
+            pos += grad_plane * H if k < top or _reads_every_step(m) else 0
             w.d_inp[b] = pos; pos += grad_plane * _input_size(m, k) if k > 0 else 0
             w.packed_hh[b] = pos
             pos += packed_size(G * H, H) if m.packs and training else 0
@@ -220,8 +239,15 @@ cdef Layout _layout(intp_t n_rows, intp_t n_steps, const Model* m,
     w.dh = pos; pos += n_rows * H_max if training else 0
     w.dc = pos; pos += n_rows * H_max if training else 0
     w.gh = pos; pos += n_rows * 3 * H_max
-    w.d_head_in = pos; pos += n_rows * _head_size(m) if training else 0
-    w.out = pos; pos += n_rows * m.n_outputs
+    if m.head == HEAD_SEQUENCE:
+        w.d_head_in = pos
+        w.seq_in = pos; pos += plane * _head_size(m) if m.n_dirs == 2 else 0
+        w.d_seq_in = pos; pos += grad_plane * _head_size(m) if m.n_dirs == 2 else 0
+        w.out = pos; pos += plane * m.n_outputs
+    else:
+        w.d_head_in = pos; pos += n_rows * _head_size(m) if training else 0
+        w.seq_in = w.d_seq_in = pos
+        w.out = pos; pos += n_rows * m.n_outputs
     w.end = pos
     return w
 
@@ -242,16 +268,20 @@ cdef Model _model(const Spec* spec, intp_t[::1] hidden, intp_t n_timesteps,
     m.n_dirs = spec.n_dirs
     m.n_features = spec.n_features
     m.n_outputs = spec.n_outputs
+    m.n_timesteps = n_timesteps
     m.x_stride = n_timesteps * spec.n_features
     m.window = n_timesteps if spec.n_dirs == 2 else min(window, n_timesteps)
     m.packs = float32 and SMALL_SGEMM
     m.dropout = spec.dropout
     m.seed = seed
+    m.state_size = 0
     for k in range(m.n_layers):
         m.hidden[k] = hidden[k]
         D_in = _input_size(&m, k)
         for d in range(m.n_dirs):
             m.params[k * m.n_dirs + d] = pos
             pos += G * hidden[k] * (D_in + hidden[k] + 2)
+            m.state_size += hidden[k] * (2 if m.cell == LSTM else 1)
     m.head_params = pos
+    m.n_params = pos + m.n_outputs * (_head_size(&m) + 1)
     return m
