@@ -105,17 +105,17 @@ cdef void _head_output(const Model* m, const Layout* w, const Chunk* c,
                   m.n_outputs)
 
 
-cdef inline double _point_loss(const Model* m, floating* z, const Data* data,
-                               intp_t target, floating weight,
-                               double loss_scale) noexcept nogil:
+cdef inline floating _point_loss(const Model* m, floating* z, const Data* data,
+                                 intp_t target, floating weight,
+                                 double loss_scale) noexcept nogil:
     """The loss of one output z against target number ``target`` (a sample,
-    or a (sample, step) of per-step targets); z becomes its gradient."""
+    or a (sample, step) of per-step targets), unweighted; z becomes its
+    gradient, weighted."""
     if m.loss == CROSS_ENTROPY:
-        return weight * cross_entropy(z, m.n_outputs, data.labels[target], weight,
-                                      loss_scale)
-    return weight * squared_error(z, m.n_outputs,
-                                  <const floating*> data.targets + target * m.n_outputs,
-                                  weight, loss_scale)
+        return cross_entropy(z, m.n_outputs, data.labels[target], weight, loss_scale)
+    return <floating> squared_error(
+        z, m.n_outputs, <const floating*> data.targets + target * m.n_outputs, weight,
+        loss_scale)
 
 
 cdef double _loss(const Model* m, const Layout* w, const Chunk* c, const Data* data,
@@ -134,13 +134,13 @@ cdef double _loss(const Model* m, const Layout* w, const Chunk* c, const Data* d
         if weights != NULL:
             weight = weights[sample]
         if m.head != HEAD_SEQUENCE:
-            loss += _point_loss(m, out + i * C, data, sample, weight, loss_scale)
+            loss += weight * _point_loss(m, out + i * C, data, sample, weight, loss_scale)
             continue
         memset(out + i * T1 * C, 0, C * sizeof(floating))
         for s in range(1, c.length[i] + 1):
-            loss += _point_loss(m, out + (i * T1 + s) * C, data,
-                                sample * m.n_timesteps + c.offset[i] + s - 1, weight,
-                                loss_scale)
+            loss += weight * _point_loss(m, out + (i * T1 + s) * C, data,
+                                         sample * m.n_timesteps + c.offset[i] + s - 1,
+                                         weight, loss_scale)
         memset(out + (i * T1 + c.length[i] + 1) * C, 0,
                (T1 - 1 - c.length[i]) * C * sizeof(floating))
     return loss * loss_scale
