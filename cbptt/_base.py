@@ -243,7 +243,7 @@ class BaseRNN(BaseEstimator):
         # As MLPClassifier: partial_fit keeps the optimizer's state, a warm
         # started fit begins a new one.
         if incremental and hasattr(self, "_optimizer"):
-            optimizer = self._optimizer
+            optimizer = self._optimizer.astype(dtype)
         else:
             optimizer = make_optimizer(self, network.n_params, dtype)
         history = {

@@ -28,6 +28,13 @@ class _Optimizer:
         self.state_a = np.zeros(n_params, dtype=dtype)
         self.state_b = np.zeros(1, dtype=dtype)    # used by Adam only
 
+    def astype(self, dtype):
+        """Keep the state in ``dtype``, the precision training continues in
+        (partial_fit on data of another dtype)."""
+        self.state_a = self.state_a.astype(dtype, copy=False)
+        self.state_b = self.state_b.astype(dtype, copy=False)
+        return self
+
     def settings(self):
         """The kernels' Solver (cbptt/_kernels/_epoch.pxi): this solver's
         fields set, the others' zero."""

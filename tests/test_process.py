@@ -1,0 +1,106 @@
+"""cbptt as part of a user's process: threads calling it at once, fork after
+a multi-threaded fit, and partial_fit on data of another dtype.
+
+Each test here reproduces something a user's process does around cbptt, and
+checks that the process's shared state (BLAS thread counts, a forked child)
+is left working.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from cbptt import RNNClassifier, RNNRegressor
+from cbptt._kernels._utils import openmp_enabled
+
+
+def _blas_threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def _data(n=64, T=6, D=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, T, D))
+    return X, (X[:, :, 0].sum(axis=1) > 0).astype(int)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_concurrent_calls_leave_blas_threads_as_they_were():
+    # Each call limits BLAS to one thread while its kernels run; calls from
+    # several Python threads at once must not leave that limit behind.
+    X, y = _data()
+    clf = RNNClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    before = _blas_threads()
+    errors = []
+
+    def work():
+        try:
+            for _ in range(30):
+                clf.predict_proba(X)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert _blas_threads() == before
+
+
+_FORK_CHILD = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from cbptt import RNNClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 8, 3))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    clf = RNNClassifier(hidden_layer_sizes=(16,), max_iter=2, batch_size=128,
+                        n_threads=2, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+    pid = os.fork()
+    if pid == 0:
+        # The child: OpenMP's thread pool did not survive the fork.
+        same = np.array_equal(clf.predict_proba(X), expected)
+        clf.partial_fit(X, y)
+        os._exit(0 if same else 3)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not openmp_enabled(),
+                    reason="needs os.fork and an OpenMP build")
+def test_fork_after_a_multithreaded_fit_works_in_the_child():
+    # A hang is the failure: the child waits forever for OpenMP threads the
+    # fork did not copy. The timeout turns it into a test failure.
+    try:
+        result = subprocess.run([sys.executable, "-c", _FORK_CHILD], timeout=60,
+                                capture_output=True, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "2"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung in its first kernel call")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("estimator", [RNNClassifier, RNNRegressor])
+@pytest.mark.parametrize("first, second", [(np.float64, np.float32),
+                                           (np.float32, np.float64)])
+def test_partial_fit_accepts_another_dtype(estimator, first, second):
+    X, y = _data()
+    model = estimator(hidden_layer_sizes=(8,), random_state=0)
+    kwargs = {"classes": [0, 1]} if estimator is RNNClassifier else {}
+    target = y if estimator is RNNClassifier else y.astype(float)
+    model.partial_fit(X.astype(first), target, **kwargs)
+    model.partial_fit(X.astype(second), target)
+    model.partial_fit(X.astype(second), target)
+    assert model.n_iter_ == 3
+    assert all(w.dtype == second for w in model.weights_.values())
+    assert np.all(np.isfinite(model.predict(X.astype(second))))
