@@ -33,7 +33,7 @@ from cbptt._functional import (
 from cbptt._kernels import network as _kernels
 from cbptt._optimizers import make_optimizer
 from cbptt._parallel import effective_n_threads, single_threaded_blas
-from cbptt._sequences import check_sequences
+from cbptt._sequences import check_positive_int_or_none, check_sequences
 
 _DIVERGED = (
     "Training diverged: the loss became {what} at iteration {epoch}. Lower "
@@ -204,6 +204,7 @@ class BaseRNN(BaseEstimator):
 
     def _network(self, n_features, n_outputs):
         check_nonlinearity(self.cell, self.nonlinearity)
+        check_positive_int_or_none(self.bptt_truncate, "bptt_truncate")
         check_truncation(self.bptt_truncate, self.bidirectional, self._head(), "pooling")
         return Network(self.cell, self.nonlinearity, n_features, self._hidden_sizes(),
                        n_outputs, self.bidirectional, self._head(), self._loss,
@@ -417,10 +418,7 @@ class _Epoch:
         self.network = network
         self.X, self.lengths = X, lengths
         self.labels, self.targets = network.split_targets(y)
-        self.sample_weight = (
-            None if sample_weight is None
-            else np.ascontiguousarray(sample_weight, dtype=X.dtype)
-        )
+        self.sample_weight, self.weight_scale = normalized_weights(sample_weight, X.dtype)
         self.n_threads = n_threads
         self.truncate = (
             X.shape[1] if estimator.bptt_truncate is None else estimator.bptt_truncate
@@ -444,8 +442,10 @@ class _Epoch:
         workspace, chunk_grads = net._buffers(
             self.X.dtype, [batch_size, len(order) - (n_batches - 1) * batch_size],
             self.X.shape[1], self.n_threads, self.truncate)
+        # The kernels see the weights divided by weight_scale; so is alpha,
+        # which they divide by a sum of weights.
         schedule = {"batch_size": batch_size, "truncate": self.truncate,
-                    "alpha": est.alpha,
+                    "alpha": est.alpha / self.weight_scale,
                     "clip_norm": -1.0 if est.clip_norm is None else est.clip_norm}
         total_loss, total_weight, steps, diverged = _kernels.train_epoch(
             net.spec, net.hidden_sizes, self.X, self.lengths, self.labels, self.targets,
@@ -457,6 +457,20 @@ class _Epoch:
         if diverged >= 0 or not np.all(np.isfinite(params)):
             _raise_diverged(epoch_number, optimizer)
         return total_loss / total_weight
+
+
+def normalized_weights(sample_weight, dtype):
+    """``(weights / scale in dtype, scale)``, scale the largest weight.
+
+    Every loss is a ratio of weighted sums, so it does not change when all
+    weights are scaled alike; scaled to at most 1 first, weights that float64
+    holds (1e-50, 1e300) do not vanish or overflow when cast to float32.
+    """
+    if sample_weight is None:
+        return None, 1.0
+    scale = float(np.max(sample_weight))
+    return np.ascontiguousarray(np.asarray(sample_weight, dtype=np.float64) / scale,
+                                dtype=dtype), scale
 
 
 def _raise_diverged(epoch_number, optimizer):

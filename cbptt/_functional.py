@@ -438,14 +438,20 @@ or (n_samples, n_timesteps, C)
         weight_sum = float(n_samples)
     else:
         sample_weight = np.asarray(sample_weight)
-        if sample_weight.shape != (n_samples,) or sample_weight.dtype.kind not in "fiu":
+        if sample_weight.shape != (n_samples,) or sample_weight.dtype.kind not in "fiub":
             raise ValueError(
                 f"sample_weight must be a numeric array of shape ({n_samples},); "
                 f"got shape {sample_weight.shape} and dtype {sample_weight.dtype}."
             )
         if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
             raise ValueError("sample_weight must be finite and non-negative.")
-        weight_sum = float(np.sum(sample_weight, dtype=np.float64))
+        if n_samples == 0 or not np.max(sample_weight) > 0:
+            raise ValueError("The loss needs at least one sample with positive weight.")
+        # Scaled to at most 1: the loss does not depend on the weights' scale,
+        # and float32 then holds weights that only float64 could.
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        sample_weight = sample_weight / np.max(sample_weight)
+        weight_sum = float(np.sum(sample_weight))
         sample_weight = np.ascontiguousarray(sample_weight, dtype=X.dtype)
     if n_samples == 0 or weight_sum <= 0:
         raise ValueError("The loss needs at least one sample with positive weight.")
