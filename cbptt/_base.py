@@ -281,13 +281,33 @@ class BaseRNN(BaseEstimator):
             )
         n_threads = effective_n_threads(self.n_threads)
         epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
+        epoch.check_numerics(optimizer)
         best_params = None
         no_improvement = 0
-        converged = False
+        converged = interrupted = False
+        epochs_done = 0
         with single_threaded_blas():
             for _ in range(1 if incremental else self.max_iter):
                 start_time = time.perf_counter()
-                loss = epoch.run(params, optimizer, train, rng, history["n_iter_"] + 1)
+                completed = params.copy(), optimizer.state()
+                try:
+                    loss = epoch.run(params, optimizer, train, rng, history["n_iter_"] + 1)
+                except KeyboardInterrupt:
+                    if incremental:  # the call leaves the model as it was
+                        optimizer.restore(completed[1])
+                        raise
+                    interrupted = True
+                    if epochs_done:  # the last completed epoch's weights
+                        params[...] = completed[0]
+                        optimizer.restore(completed[1])
+                    warnings.warn(
+                        "Training interrupted by user: keeping the weights of "
+                        + ("the last completed epoch." if epochs_done else
+                           "the minibatches of the first epoch that completed."),
+                        UserWarning,
+                    )
+                    break
+                epochs_done += 1
                 history["n_iter_"] += 1
                 history["t_"] += len(train)
                 history["loss_curve_"].append(loss)
@@ -324,17 +344,20 @@ class BaseRNN(BaseEstimator):
                     break
         network.release()
 
-        if not incremental and not converged:
+        if not incremental and not converged and not interrupted:
             warnings.warn(
                 f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
                 "and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
+        if not incremental:
+            _warn_if_diverging(history["loss_curve_"][-epochs_done:] if epochs_done else [],
+                               self.n_iter_no_change, optimizer)
         if best_params is not None:
             params = best_params
         self.weights_ = {name: view.copy() for name, view in network.unpack(params).items()}
         self._optimizer = optimizer
-        self.loss_ = history["loss_curve_"][-1]
+        self.loss_ = history["loss_curve_"][-1] if history["loss_curve_"] else None
         for name, value in history.items():
             setattr(self, name, value)
         if early_stopping:
@@ -429,6 +452,28 @@ class _Epoch:
             view[...] = name.startswith("weight")
         self.grad = np.empty(network.n_params, dtype=X.dtype)
 
+    def check_numerics(self, optimizer):
+        """Settings that the training dtype cannot represent are errors that
+        name them, not a divergence blamed on the learning rate."""
+        est, dtype = self.estimator, np.dtype(self.X.dtype)
+        info = np.finfo(dtype)
+        if est.solver != "sgd" and est.epsilon < info.tiny:
+            raise ValueError(
+                f"epsilon={est.epsilon!r} is below the smallest normal {dtype.name} "
+                f"({info.tiny:.3g}): in {dtype.name}, the precision X trains in, "
+                "it becomes 0 and Adam/RMSProp divide by zero. Use epsilon >= "
+                f"{info.tiny:.3g} (the default is 1e-8) or pass X as float64."
+            )
+        with np.errstate(over="ignore"):
+            coef = dtype.type(est.alpha / self.weight_scale)
+        if not np.isfinite(coef):
+            raise ValueError(
+                f"alpha={est.alpha!r} divided by the sample weights' scale "
+                f"({self.weight_scale:.3g}) overflows {dtype.name}: the L2 penalty "
+                "would be infinite. Lower alpha, or give the samples larger "
+                "weights (the penalty is divided by the minibatch's weight sum)."
+            )
+
     def run(self, params, optimizer, train, rng, epoch_number):
         """Train one epoch in place; return its weighted mean loss."""
         est = self.estimator
@@ -471,6 +516,33 @@ def normalized_weights(sample_weight, dtype):
     scale = float(np.max(sample_weight))
     return np.ascontiguousarray(np.asarray(sample_weight, dtype=np.float64) / scale,
                                 dtype=dtype), scale
+
+
+# How far above the first epoch's loss the last may end before a fit warns
+# that it diverged.
+DIVERGED_FACTOR = 2.0
+
+
+def _warn_if_diverging(losses, n_iter_no_change, optimizer):
+    """A ConvergenceWarning when the training loss ended far above where it
+    started, or grew for n_iter_no_change epochs in a row: the fit is not
+    diverging to NaN, but it is not converging either."""
+    if len(losses) < 2:
+        return
+    growth = np.diff(losses) > 0
+    streak = longest = 0
+    for grew in growth:
+        streak = streak + 1 if grew else 0
+        longest = max(longest, streak)
+    if losses[-1] > DIVERGED_FACTOR * losses[0] or longest >= n_iter_no_change:
+        warnings.warn(
+            f"The training loss grew from {losses[0]:.4g} (first epoch) to "
+            f"{losses[-1]:.4g} (last) and rose for up to {longest} epochs in a row: "
+            f"the optimization diverges. Lower learning_rate_init (now "
+            f"{optimizer.learning_rate:.3g}), set clip_norm (e.g. clip_norm=1.0), or "
+            "scale the input features.",
+            ConvergenceWarning,
+        )
 
 
 def _raise_diverged(epoch_number, optimizer):

@@ -21,16 +21,7 @@ _PARAMETERS = """
         The activation ``f`` of the Elman cell. Gated cells accept only
         "tanh".
     bidirectional : bool, default=False
-        Each layer also runs backward over each sequence's valid steps; the
-        last-state head reads the forward state at the last step and the
-        backward state at the first step (PyTorch's ``h_n``).
-    pooling : {"last", "mean", "max"}, default="last"
-        What the output layer reads of the top recurrent layer's output
-        sequence: its state after each sequence's last step ("last"), or
-        the mean or the elementwise max of its outputs over the sequence's
-        valid steps. The pooled heads send gradient into every step, which
-        helps where the evidence lies early in long sequences; they are not
-        defined with ``bptt_truncate``.
+        Each layer also runs backward over each sequence's valid steps. %(bidirectional)s%(pooling)s
     dropout : float, default=0.0
         Probability of zeroing each output unit of every layer but the last,
         during training only (as PyTorch's ``dropout``).
@@ -130,7 +121,26 @@ _TRUNCATION_WINDOWS = """Truncated BPTT over windows of ``bptt_truncate`` steps 
         not. None means full BPTT, one optimizer step per minibatch. Not
         defined with ``bidirectional=True``. The memory of training grows
         with ``bptt_truncate``, not with the sequence length, so one long
-        stream trains with ``T / bptt_truncate`` updates per epoch."""
+        stream of T steps trains with ``ceil(T / bptt_truncate)`` updates
+        per epoch."""
+
+
+_POOLING = """
+    pooling : {"last", "mean", "max"}, default="last"
+        What the output layer reads of the top recurrent layer's output
+        sequence: its state after each sequence's last step ("last"), or
+        the mean or the elementwise max of its outputs over the sequence's
+        valid steps. The pooled heads send gradient into every step, which
+        helps where the evidence lies early in long sequences; they are not
+        defined with ``bptt_truncate``."""
+
+_BIDIRECTIONAL_LAST = """The
+        last-state head reads the forward state at the last step and the
+        backward state at the first step (PyTorch's ``h_n``); the pooled
+        heads read both directions at every step."""
+
+_BIDIRECTIONAL_STEPS = """The
+        output layer reads both directions at every step."""
 
 
 def fill_doc(split, score, n_out, per_step=False):
@@ -144,6 +154,8 @@ def fill_doc(split, score, n_out, per_step=False):
         "l2_count": ("the steps the optimizer step covers" if per_step
                      else "the samples in the minibatch"),
         "truncation": _TRUNCATION_WINDOWS if per_step else _TRUNCATION_LAST,
+        "bidirectional": _BIDIRECTIONAL_STEPS if per_step else _BIDIRECTIONAL_LAST,
+        "pooling": "" if per_step else _POOLING,
     }
 
     def decorate(cls):

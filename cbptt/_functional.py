@@ -301,10 +301,13 @@ def loss_and_grad(
     output="last",
     loss="cross_entropy",
 ):
-    """Loss of a many-to-one recurrent network and its gradient.
+    """Loss of a recurrent network and its gradient: one output per sequence,
+    or one per step.
 
     Runs the same Cython forward and backward pass through time that
-    :class:`cbptt.RNNClassifier` and :class:`cbptt.RNNRegressor` train with,
+    :class:`cbptt.RNNClassifier`, :class:`cbptt.RNNRegressor` and the
+    per-step :class:`cbptt.RNNStepClassifier` and
+    :class:`cbptt.RNNStepRegressor` train with,
     on weights you supply. Use it to check gradients, to evaluate weights
     trained elsewhere (the names and shapes are PyTorch's ``state_dict``), or
     to write your own training loop.

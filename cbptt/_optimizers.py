@@ -28,6 +28,13 @@ class _Optimizer:
         self.state_a = np.zeros(n_params, dtype=dtype)
         self.state_b = np.zeros(1, dtype=dtype)    # used by Adam only
 
+    def state(self):
+        """A copy of the state that training changes in place."""
+        return self.state_a.copy(), self.state_b.copy()
+
+    def restore(self, state):
+        self.state_a[...], self.state_b[...] = state
+
     def astype(self, dtype):
         """Keep the state in ``dtype``, the precision training continues in
         (partial_fit on data of another dtype)."""

@@ -180,7 +180,8 @@ class RNNStepClassifier(ClassifierMixin, _StepRNN):
     arrays for a list, an array for an array.
 
     The loss is the mean per-step cross-entropy, each step weighted by its
-    sequence's ``sample_weight``: ``sum_i w_i sum_t l_it / sum_i w_i T_i``;
+    sequence's ``sample_weight``: ``sum_i w_i sum_t l_it / sum_i w_i L_i``
+    over the L_i steps of each sequence;
     ``bptt_truncate`` windows are each scored the same way. The ``max_iter``
     epochs count passes over the data, however many windows each has.
 
@@ -386,13 +387,19 @@ class RNNStepRegressor(RegressorMixin, _StepRNN):
     Predictions come back in X's form: a list of arrays for a list, an array
     for an array.
 
+    The loss is half the mean squared error over the outputs of every valid
+    step, each step weighted by its sequence's ``sample_weight``:
+    ``sum_i w_i sum_t l_it / sum_i w_i L_i`` with ``l_it = 1 / (2 C) sum_c
+    (y_pred_itc - y_itc)^2``.
+
     Examples
     --------
     >>> import numpy as np
     >>> from cbptt import RNNStepRegressor
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(100, 30, 1))
-    >>> y = np.roll(X[:, :, 0], 2, axis=1)          # the input two steps ago
+    >>> y = np.zeros((100, 30))
+    >>> y[:, 2:] = X[:, :-2, 0]                      # the input two steps ago
     >>> reg = RNNStepRegressor(max_iter=10, random_state=0).fit(X, y)
     >>> reg.predict(X[:2]).shape
     (2, 30)

@@ -76,3 +76,44 @@ def test_every_entry_point_rejects_a_boolean_truncation():
         loss_and_grad(weights, X, y, cell="gru", bptt_truncate=True)
     with pytest.raises(ValueError, match=message):
         RNNClassifier(bptt_truncate=True).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["adam", "rmsprop"])
+def test_epsilon_below_float32s_range_is_named(solver):
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"epsilon=1e-50 is below the smallest normal "
+                       r"float32.*pass X as float64"):
+        RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1).fit(X, y)
+    with pytest.warns(Warning):  # float64 holds it: trains (ConvergenceWarning)
+        RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1, hidden_layer_sizes=(4,)
+                      ).fit(X.astype(np.float64), y)
+
+
+def test_an_overflowing_l2_penalty_is_named():
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"alpha=10000000000.0 divided by the sample weights' "
+                       r"scale \(1e-40\) overflows float32"):
+        RNNClassifier(alpha=1e10, max_iter=1).fit(X, y, sample_weight=np.full(len(y), 1e-40))
+
+
+def test_a_growing_loss_warns_that_the_fit_diverges():
+    # A learning rate far too large without clipping: the loss stays finite
+    # but ends far above where it started; the fit must say so.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 10, 3))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    clf = RNNClassifier(hidden_layer_sizes=(16,), learning_rate_init=20.0, solver="sgd",
+                        clip_norm=None, random_state=0, max_iter=50)
+    with pytest.warns(Warning) as record:
+        clf.fit(X, y)
+    messages = [str(w.message) for w in record]
+    assert any("the optimization diverges. Lower learning_rate_init (now 20)" in m
+               for m in messages), messages
+    assert clf.loss_curve_[-1] > 2 * clf.loss_curve_[0]
+
+
+def test_a_converging_fit_does_not_warn_of_divergence():
+    X, y = _data(n=200)
+    with pytest.warns(Warning) as record:
+        RNNClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
+    assert not any("diverges" in str(w.message) for w in record)

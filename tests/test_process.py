@@ -7,6 +7,7 @@ is left working.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -104,3 +105,74 @@ def test_partial_fit_accepts_another_dtype(estimator, first, second):
     assert model.n_iter_ == 3
     assert all(w.dtype == second for w in model.weights_.values())
     assert np.all(np.isfinite(model.predict(X.astype(second))))
+
+
+_INTERRUPT = textwrap.dedent("""
+    import os, signal, sys, threading, warnings
+    import numpy as np
+    from cbptt import RNNClassifier
+    what, size, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    rng = np.random.default_rng(0)
+    if size == "large":
+        # Minibatches of about a quarter second, an epoch of minutes, a
+        # prediction of over a minute: an interrupt that waited for either
+        # runs into the test's timeout.
+        X = rng.normal(size=(8000, 200, 8)).astype(np.float32)
+        params = dict(cell="lstm", hidden_layer_sizes=(512,), batch_size=16)
+    else:  # epochs of a fraction of a second, and no early stop
+        X = rng.normal(size=(2000, 30, 8)).astype(np.float32)
+        params = dict(hidden_layer_sizes=(32,), batch_size=16, n_iter_no_change=10_000)
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    clf = RNNClassifier(max_iter=10_000, random_state=0, n_threads=1, **params)
+    if what != "fit":
+        clf.partial_fit(X[:32], y[:32], classes=[0, 1])
+        before = {k: v.copy() for k, v in clf.weights_.items()}
+    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+    if what == "fit":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            clf.fit(X, y)
+        messages = [str(w.message) for w in caught]
+        assert any("Training interrupted by user" in m for m in messages), messages
+        assert len(clf.loss_curve_) == clf.n_iter_
+        assert clf.predict_proba(X[:5]).shape == (5, 2)
+        if clf.n_iter_:
+            # The weights of the last completed epoch: those of a fit that
+            # ran that many epochs.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                again = RNNClassifier(max_iter=clf.n_iter_, random_state=0, n_threads=1,
+                                      **params).fit(X, y)
+            assert all(np.array_equal(again.weights_[k], clf.weights_[k])
+                       for k in clf.weights_)
+        print("epochs", clf.n_iter_)
+    else:
+        try:
+            if what == "predict":
+                clf.predict_proba(np.repeat(X, 4, axis=0))
+            else:
+                clf.partial_fit(X, y)
+        except KeyboardInterrupt:
+            print("interrupted")
+        assert all(np.array_equal(before[k], clf.weights_[k]) for k in before)
+        assert clf.n_iter_ == 1
+""")
+
+
+@pytest.mark.parametrize("what, size, delay, expected", [
+    ("fit", "small", 3.0, "epochs [1-9]"),      # after some epochs
+    ("fit", "large", 2.0, "epochs 0"),          # within the first epoch
+    ("predict", "large", 2.0, "interrupted"),
+    ("partial_fit", "large", 2.0, "interrupted"),
+])
+def test_ctrl_c_acts_between_minibatches(what, size, delay, expected):
+    # fit keeps the last completed epoch (or the first epoch's completed
+    # minibatches) and warns; predict and partial_fit raise KeyboardInterrupt,
+    # partial_fit leaving the model as it was.
+    try:
+        result = subprocess.run([sys.executable, "-c", _INTERRUPT, what, size, str(delay)],
+                                timeout=60, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Ctrl-C did not stop {what}")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(expected + r"\d*", result.stdout.strip()), result.stdout

@@ -23,7 +23,14 @@
 
 import numpy as np
 
+from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport prange, threadid
+
+cdef enum:
+    # Chunks per thread between two checks for Ctrl-C in forward: often
+    # enough to stop within a fraction of a second, rarely enough to keep
+    # every thread busy between them.
+    CHUNKS_PER_SIGNAL_CHECK = 8
 
 
 cdef Layout _chunk_forward(const Model* m, const Data* data, const intp_t* samples,
@@ -301,16 +308,24 @@ def forward(
     cdef Data data
     cdef intp_t n_batch = batch.shape[0], rows = _chunk_rows(n_batch)
     cdef intp_t n_chunks = (n_batch + rows - 1) // rows
-    cdef intp_t k, start
+    cdef intp_t k, start, first, last
+    cdef intp_t group = CHUNKS_PER_SIGNAL_CHECK * max(n_threads, 1)
     data.X = &X[0, 0, 0]
     data.lengths = &lengths[0]
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
-        for k in prange(n_chunks, num_threads=n_threads, schedule="dynamic"):
-            start = k * rows
-            _chunk_output(&m, &data, &batch[start], min(rows, n_batch - start),
-                          &params[0], &workspace[threadid(), 0],
-                          &out[0, 0] if m.head == HEAD_SEQUENCE else &out[start, 0])
+        first = 0
+        while first < n_chunks:
+            last = min(first + group, n_chunks)
+            for k in prange(first, last, num_threads=n_threads, schedule="dynamic"):
+                start = k * rows
+                _chunk_output(&m, &data, &batch[start], min(rows, n_batch - start),
+                              &params[0], &workspace[threadid(), 0],
+                              &out[0, 0] if m.head == HEAD_SEQUENCE else &out[start, 0])
+            first = last
+            # Ctrl-C acts between groups of chunks of a long prediction.
+            with gil:
+                PyErr_CheckSignals()
 
 
 cdef void _chunk_output(const Model* m, const Data* data, const intp_t* samples,

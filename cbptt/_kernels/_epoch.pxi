@@ -7,6 +7,7 @@
 # dropout seeds. Settings arrive as named struct fields (dicts from
 # cbptt._base and cbptt._optimizers).
 
+from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport isfinite, pow, sqrt
 
 cdef enum:
@@ -143,6 +144,10 @@ def train_epoch(
                              &state_a[0], &state_b[0], P)
                 total_loss += loss * weight_sum
                 total_weight += weight_sum
+                # Ctrl-C acts between optimizer steps: KeyboardInterrupt
+                # propagates from here, params as the last step left them.
+                with gil:
+                    PyErr_CheckSignals()
             if diverged >= 0:
                 break
     return total_loss, total_weight, steps, diverged
