@@ -110,7 +110,8 @@ _BETAS = "beta_1, beta_2 : float, default=0.9, 0.999"
 
 
 def _split_beta_params(app, what, name, obj, options, lines):
-    if name not in ("cbptt.RNNClassifier", "cbptt.RNNRegressor"):
+    if name not in ("cbptt.RNNClassifier", "cbptt.RNNRegressor",
+                    "cbptt.RNNStepClassifier", "cbptt.RNNStepRegressor"):
         return
     for k, line in enumerate(lines):
         if line.strip() == _BETAS:
