@@ -38,9 +38,13 @@ _SPARSE = (
 
 
 def _reject_complex(X, name):
-    # check_array would reject it too, but prints the whole array in the message.
+    # check_array would reject it too, but prints the whole array in the
+    # message (or, for an object array, fails in float()).
     dtype = getattr(X, "dtype", None)
-    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+    if isinstance(dtype, np.dtype) and (
+        dtype.kind == "c"
+        or (dtype.kind == "O" and any(np.iscomplexobj(v) for v in X.ravel()))
+    ):
         raise ValueError(
             f"Complex data not supported: {name} has dtype {dtype}. Pass real "
             "numbers (e.g. the real and imaginary parts as two features)."
@@ -119,6 +123,9 @@ def check_sequences(
         )
     if sparse.issparse(X):
         raise TypeError(_SPARSE.format(name="X"))
+    if (isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1 and len(X)
+            and all(np.ndim(seq) >= 1 for seq in X)):
+        X = list(X)  # a 1-D object array of sequences is a list of them
     if isinstance(X, (list, tuple)) and any(sparse.issparse(seq) for seq in X):
         raise TypeError(_SPARSE.format(name="a sequence in X"))
     if _is_ragged_list(X):

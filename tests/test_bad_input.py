@@ -191,6 +191,21 @@ def test_early_stopping_validation_split_with_zero_weight(estimator, monkeypatch
                       "has sample_weight 0", model.fit, X3, y, sample_weight=sample_weight)
 
 
+def test_object_arrays_get_the_answers_of_their_lists():
+    # A 1-D object array of sequences is a list of sequences; complex values
+    # inside an object array get the complex-data message.
+    sequences = np.empty(N, dtype=object)
+    for i in range(N):
+        sequences[i] = X3[i, : 2 + i % 3]
+    clf = _clf(max_iter=2)
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(sequences, Y)
+    assert_array_equal(clf.predict(sequences), clf.predict(list(sequences)))
+    complex_X = X3.astype(object)
+    complex_X[0, 0, 0] = 1 + 1j
+    _raises_unchanged(ValueError, "Complex data not supported", _clf().fit, complex_X, Y)
+
+
 def test_single_class():
     _raises_unchanged(ValueError, "at least 2 classes.*got 1 class", _clf().fit, X3,
                       np.zeros(N))
