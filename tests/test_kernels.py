@@ -758,3 +758,27 @@ def test_instruction_set_can_be_chosen(value, message, tmp_path):
     else:
         assert out.returncode != 0
         assert "ImportError" in out.stderr and message in out.stderr
+
+
+def test_debug_build_checks_the_scratch_buffers():
+    # The release build trusts its caller; a CBPTT_DEBUG build checks that
+    # the workspace fits the minibatch before any kernel touches it.
+    from cbptt._functional import Network, sort_by_length
+    from cbptt._kernels import network as kernels
+    from cbptt._kernels._utils import debug_build
+
+    if not debug_build():
+        pytest.skip("the check is compiled into CBPTT_DEBUG=1 builds only")
+    weights, X, y, lengths, _ = _problem(28, cell="gru")
+    network = Network("gru", "tanh", X.shape[2], [5], 4)
+    params = network.pack(weights, np.float64)
+    batch = sort_by_length(lengths)
+    too_small = np.empty((1, 16))
+    with pytest.raises(AssertionError, match="a workspace row holds 16 elements"):
+        kernels.loss_and_grad(network.spec, network.hidden_sizes, X, lengths, batch,
+                              y.astype(np.intp), None, None, 1.0, params,
+                              np.empty_like(params), np.empty((1, len(params))),
+                              too_small, X.shape[1], 0, 1)
+    with pytest.raises(AssertionError, match="a workspace row holds 16 elements"):
+        kernels.forward(network.spec, network.hidden_sizes, X, lengths, batch, params,
+                        np.empty((len(X), 4)), too_small, 1)

@@ -79,12 +79,14 @@ _FORK_CHILD = textwrap.dedent("""
 
 @pytest.mark.skipif(not hasattr(os, "fork") or not openmp_enabled(),
                     reason="needs os.fork and an OpenMP build")
-def test_fork_after_a_multithreaded_fit_works_in_the_child():
+def test_fork_after_a_multithreaded_fit_works_in_the_child(tmp_path):
     # A hang is the failure: the child waits forever for OpenMP threads the
     # fork did not copy. The timeout turns it into a test failure.
     try:
+        # cwd: outside the source tree, whose cbptt/ would shadow the
+        # installed package.
         result = subprocess.run([sys.executable, "-c", _FORK_CHILD], timeout=60,
-                                capture_output=True, text=True,
+                                capture_output=True, text=True, cwd=tmp_path,
                                 env={**os.environ, "OMP_NUM_THREADS": "2"})
     except subprocess.TimeoutExpired:
         pytest.fail("the forked child hung in its first kernel call")
@@ -165,13 +167,13 @@ _INTERRUPT = textwrap.dedent("""
     ("predict", "large", 2.0, "interrupted"),
     ("partial_fit", "large", 2.0, "interrupted"),
 ])
-def test_ctrl_c_acts_between_minibatches(what, size, delay, expected):
+def test_ctrl_c_acts_between_minibatches(what, size, delay, expected, tmp_path):
     # fit keeps the last completed epoch (or the first epoch's completed
     # minibatches) and warns; predict and partial_fit raise KeyboardInterrupt,
     # partial_fit leaving the model as it was.
     try:
         result = subprocess.run([sys.executable, "-c", _INTERRUPT, what, size, str(delay)],
-                                timeout=60, capture_output=True, text=True)
+                                timeout=60, capture_output=True, text=True, cwd=tmp_path)
     except subprocess.TimeoutExpired:
         pytest.fail(f"Ctrl-C did not stop {what}")
     assert result.returncode == 0, result.stderr

@@ -19,6 +19,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -305,10 +306,12 @@ print(json.dumps(out))
 def _memory_probe(T, full_bptt_too):
     # A fixed mmap threshold makes glibc hand large blocks back to the system
     # when freed, so a later peak is not hidden in memory freed before.
+    # cwd: outside the source tree, whose cbptt/ would shadow the installed
+    # package.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(T),
                            str(int(full_bptt_too))], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=300, cwd=tempfile.gettempdir())
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -277,6 +277,8 @@ def loss_and_grad(
     windows.first = 0
     windows.n = (lengths[batch[0]] + m.window - 1) // m.window
     _check_window(&m, truncate, X.shape[1])
+    _check_scratch(&m, batch.shape[0], lengths[batch[0]], True, workspace.shape[1],
+                   chunk_grads.shape[0])
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         loss = _minibatch(&m, &data, &batch[0], batch.shape[0], &windows, NULL,
@@ -312,6 +314,7 @@ def forward(
     cdef intp_t group = CHUNKS_PER_SIGNAL_CHECK * max(n_threads, 1)
     data.X = &X[0, 0, 0]
     data.lengths = &lengths[0]
+    _check_scratch(&m, n_batch, lengths[batch[0]], False, workspace.shape[1], 0)
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         first = 0
@@ -354,11 +357,41 @@ def workspace_size(Spec spec, intp_t[::1] hidden, intp_t n_rows, intp_t max_step
     float32 or float64."""
     cdef Model m = _model(&spec, hidden, max_steps,
                           truncate if training else BLOCK_STEPS, 0, float32)
-    cdef intp_t size = _layout(n_rows, m.window, &m, training).end
-    if max_steps > m.window and m.head != HEAD_SEQUENCE:
-        size = max(size, _layout(n_rows, min(max_steps - m.window, BLOCK_STEPS),
-                                 &m, False).end)
+    return _scratch_size(&m, n_rows, max_steps, training)
+
+
+cdef intp_t _scratch_size(const Model* m, intp_t n_rows, intp_t max_steps,
+                          bint training) noexcept nogil:
+    """Elements one thread's workspace needs for chunks of n_rows sequences
+    of up to max_steps steps: the kept window, or a forward-only block of
+    the steps before it, whichever is larger."""
+    cdef intp_t window = min(m.window, max_steps)
+    cdef intp_t size = _layout(n_rows, window, m, training).end
+    if max_steps > window and m.head != HEAD_SEQUENCE:
+        size = max(size, _layout(n_rows, min(max_steps - window, BLOCK_STEPS), m,
+                                 False).end)
     return size
+
+
+cdef void _check_scratch(const Model* m, intp_t n_batch, intp_t max_steps,
+                         bint training, intp_t workspace_row,
+                         intp_t n_chunk_grads) except *:
+    """CBPTT_DEBUG builds only: the scratch buffers the caller passed fit a
+    minibatch of n_batch sequences of up to max_steps steps (a mistake in
+    the Python layer otherwise, which the release build trusts)."""
+    cdef intp_t rows, need
+    if not CBPTT_DEBUG_BUILD or n_batch == 0:
+        return
+    rows = _chunk_rows(n_batch)
+    if rows > MAX_CHUNK_ROWS:
+        raise AssertionError(f"chunks of {rows} rows exceed MAX_CHUNK_ROWS")
+    need = _scratch_size(m, min(rows, n_batch), max_steps, training)
+    if workspace_row < need:
+        raise AssertionError(f"a workspace row holds {workspace_row} elements; chunks "
+                             f"of this minibatch need {need}")
+    if training and n_chunk_grads < (n_batch + rows - 1) // rows:
+        raise AssertionError(f"{n_chunk_grads} chunk gradients for "
+                             f"{(n_batch + rows - 1) // rows} chunks")
 
 
 cdef void _sort_by_length(const intp_t* lengths, intp_t max_length,

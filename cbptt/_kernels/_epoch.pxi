@@ -93,6 +93,11 @@ def train_epoch(
     cdef floating p
     cdef Windows windows
     _check_window(&m, schedule.truncate, T)
+    if n:  # the full minibatches and the last, smaller one
+        _check_scratch(&m, min(schedule.batch_size, n), T, True, workspace.shape[1],
+                       chunk_grads.shape[0])
+        _check_scratch(&m, n - (n - 1) // schedule.batch_size * schedule.batch_size, T,
+                       True, workspace.shape[1], chunk_grads.shape[0])
     n_threads = min(n_threads, workspace.shape[0])
     with nogil:
         start = 0

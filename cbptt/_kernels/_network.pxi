@@ -32,6 +32,11 @@ from cbptt._kernels._common cimport (
 )
 from cbptt._kernels._losses cimport cross_entropy, squared_error
 
+# CBPTT_DEBUG=1 at build time: Cython's checks on, and the entry points
+# check the scratch buffers they are given (_check_scratch).
+cdef extern from *:
+    bint CBPTT_DEBUG_BUILD
+
 # The instruction set these kernels were compiled for: "baseline", "avx2" or
 # "avx512".
 instruction_set = INSTRUCTION_SET.decode()
