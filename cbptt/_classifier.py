@@ -114,24 +114,9 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         self : RNNClassifier
         """
         first_call = not hasattr(self, "classes_")
-        if first_call:
-            if classes is None:
-                raise ValueError(
-                    "classes must be passed on the first call to partial_fit: "
-                    "the list of every label that can appear."
-                )
-            classes = unique_labels(classes)
-            if len(classes) < 2:
-                raise ValueError("classes must contain at least 2 labels.")
-        elif classes is not None and not np.array_equal(self.classes_, np.unique(classes)):
-            raise ValueError(
-                f"classes={classes!r} differs from the classes of the previous "
-                f"call, {self.classes_!r}."
-            )
+        classes = partial_fit_classes(self, classes)
         n_features = None if first_call else self.n_features_in_
         X, lengths, y, sample_weight = self._check_fit_data(X, y, sample_weight, n_features)
-        if not first_call:
-            classes = self.classes_
         y_index = _label_indices(y, classes)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=True)
         if first_call:  # only once training succeeded, as in fit
@@ -204,6 +189,28 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
     def _validation_metric(self, logits, y, sample_weight):
         """Accuracy of the logits' classes against class indices y."""
         return np.average(np.argmax(logits, axis=1) == y, weights=sample_weight)
+
+
+def partial_fit_classes(estimator, classes):
+    """The classes a call to partial_fit trains on: ``classes`` on the first
+    call (required, at least 2), the fitted ``classes_`` after it (``classes``
+    may repeat them)."""
+    if not hasattr(estimator, "classes_"):
+        if classes is None:
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit: "
+                "the list of every label that can appear."
+            )
+        classes = unique_labels(classes)
+        if len(classes) < 2:
+            raise ValueError("classes must contain at least 2 labels.")
+        return classes
+    if classes is not None and not np.array_equal(estimator.classes_, np.unique(classes)):
+        raise ValueError(
+            f"classes={classes!r} differs from the classes of the previous "
+            f"call, {estimator.classes_!r}."
+        )
+    return estimator.classes_
 
 
 def _label_indices(y, classes):

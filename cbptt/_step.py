@@ -18,7 +18,7 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_array
 
 from cbptt._base import BaseRNN
-from cbptt._classifier import _label_indices
+from cbptt._classifier import _label_indices, partial_fit_classes
 from cbptt._docs import fill_doc
 from cbptt._kernels._utils import softmax
 
@@ -246,24 +246,10 @@ class RNNStepClassifier(ClassifierMixin, _StepRNN):
         self : RNNStepClassifier
         """
         first_call = not hasattr(self, "classes_")
-        if first_call:
-            if classes is None:
-                raise ValueError(
-                    "classes must be passed on the first call to partial_fit: "
-                    "the list of every label that can appear."
-                )
-            classes = unique_labels(classes)
-            if len(classes) < 2:
-                raise ValueError("classes must contain at least 2 labels.")
-        elif classes is not None and not np.array_equal(self.classes_, np.unique(classes)):
-            raise ValueError(
-                f"classes={classes!r} differs from the classes of the previous "
-                f"call, {self.classes_!r}."
-            )
+        classes = partial_fit_classes(self, classes)
         n_features = None if first_call else self.n_features_in_
         X, lengths, y, sample_weight = self._check_step_data(X, y, sample_weight,
                                                              n_features)
-        classes = classes if first_call else self.classes_
         valid = _valid_steps(lengths, X.shape[1])
         self._fit(X, lengths, _indices(y, valid, classes), sample_weight, len(classes),
                   incremental=True)
