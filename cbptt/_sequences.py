@@ -162,8 +162,11 @@ def check_sequences(
                                ensure_all_finite=False, input_name="X")
         if (ensure_all_finite and not get_config()["assume_finite"]
                 and not all_finite(X_padded.reshape(-1))):
-            # check_array's own check, for its message (NaN or infinity).
-            check_array(X_padded, allow_nd=True, ensure_all_finite=True, input_name="X")
+            # check_array's own check, for its message (NaN or infinity); its
+            # sum of +inf and -inf would add a RuntimeWarning to the error.
+            with np.errstate(invalid="ignore", over="ignore"):
+                check_array(X_padded, allow_nd=True, ensure_all_finite=True,
+                            input_name="X")
         if X_padded.ndim == 2:
             X_padded = X_padded[:, :, np.newaxis]
         if X_padded.shape[1] == 0 or X_padded.shape[2] == 0:
