@@ -29,6 +29,7 @@ from cbptt._functional import (
     Network,
     check_nonlinearity,
     check_truncation,
+    normalized_weights,
 )
 from cbptt._kernels import network as _kernels
 from cbptt._optimizers import make_optimizer
@@ -502,20 +503,6 @@ class _Epoch:
         if diverged >= 0 or not np.all(np.isfinite(params)):
             _raise_diverged(epoch_number, optimizer)
         return total_loss / total_weight
-
-
-def normalized_weights(sample_weight, dtype):
-    """``(weights / scale in dtype, scale)``, scale the largest weight.
-
-    Every loss is a ratio of weighted sums, so it does not change when all
-    weights are scaled alike; scaled to at most 1 first, weights that float64
-    holds (1e-50, 1e300) do not vanish or overflow when cast to float32.
-    """
-    if sample_weight is None:
-        return None, 1.0
-    scale = float(np.max(sample_weight))
-    return np.ascontiguousarray(np.asarray(sample_weight, dtype=np.float64) / scale,
-                                dtype=dtype), scale
 
 
 # How far above the first epoch's loss the last may end before a fit warns

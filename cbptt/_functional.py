@@ -287,6 +287,20 @@ def network_from_weights(weights, cell, nonlinearity, n_features, output, loss):
                    bidirectional, output, loss)
 
 
+def normalized_weights(sample_weight, dtype):
+    """``(weights / scale in dtype, scale)``, scale the largest weight.
+
+    Every loss is a ratio of weighted sums, so it does not change when all
+    weights are scaled alike; scaled to at most 1 first, weights that float64
+    holds (1e-50, 1e300) do not vanish or overflow when cast to float32.
+    """
+    if sample_weight is None:
+        return None, 1.0
+    scale = float(np.max(sample_weight))
+    return np.ascontiguousarray(np.asarray(sample_weight, dtype=np.float64) / scale,
+                                dtype=dtype), scale
+
+
 def loss_and_grad(
     weights,
     X,
@@ -450,10 +464,7 @@ or (n_samples, n_timesteps, C)
             raise ValueError("sample_weight must be finite and non-negative.")
         if n_samples == 0 or not np.max(sample_weight) > 0:
             raise ValueError("The loss needs at least one sample with positive weight.")
-        # Scaled to at most 1: the loss does not depend on the weights' scale,
-        # and float32 then holds weights that only float64 could.
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
-        sample_weight = sample_weight / np.max(sample_weight)
+        sample_weight, _ = normalized_weights(sample_weight, np.float64)
         weight_sum = float(np.sum(sample_weight))
         sample_weight = np.ascontiguousarray(sample_weight, dtype=X.dtype)
     if n_samples == 0 or weight_sum <= 0:

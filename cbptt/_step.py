@@ -21,6 +21,7 @@ from cbptt._base import BaseRNN
 from cbptt._classifier import _label_indices, partial_fit_classes
 from cbptt._docs import fill_doc
 from cbptt._kernels._utils import softmax
+from cbptt._regressor import _as_targets
 
 
 class _StepRNN(BaseRNN):
@@ -582,13 +583,7 @@ def _step_values(y, lengths, dtype):
     valid = _valid_steps(lengths, y.shape[1])
     check_array(values[valid], dtype="numeric", input_name="y")
     out = np.zeros(values.shape, dtype=dtype)
-    with np.errstate(over="ignore"):  # the error below says it, not a RuntimeWarning
-        out[valid] = values[valid]
-    if not np.all(np.isfinite(out)):
-        raise ValueError(
-            f"y has values too large for {np.dtype(dtype).name}, the precision X "
-            "trains in. Scale the targets or pass X as float64."
-        )
+    out[valid] = _as_targets(values[valid], dtype)
     return out
 
 
