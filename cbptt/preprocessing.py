@@ -20,10 +20,10 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from cbptt._sequences import check_sequences
 from cbptt._step import _valid_steps
 
-__all__ = ["SequenceStandardScaler"]
+__all__ = ["SequenceScaler"]
 
 
-class SequenceStandardScaler(
+class SequenceScaler(
     OneToOneFeatureMixin, TransformerMixin, BaseEstimator, auto_wrap_output_keys=None
 ):
     """Standardize each feature of sequences over all their time steps.
@@ -81,9 +81,9 @@ class SequenceStandardScaler(
     Examples
     --------
     >>> import numpy as np
-    >>> from cbptt.preprocessing import SequenceStandardScaler
+    >>> from cbptt.preprocessing import SequenceScaler
     >>> X = [np.array([[0.0, 10.0], [2.0, 10.0]]), np.array([[4.0, 10.0]])]
-    >>> scaler = SequenceStandardScaler().fit(X)
+    >>> scaler = SequenceScaler().fit(X)
     >>> scaler.mean_, scaler.scale_
     (array([ 2., 10.]), array([1.63299316, 1.        ]))
     >>> [z.shape for z in scaler.transform(X)]
@@ -111,7 +111,7 @@ class SequenceStandardScaler(
 
         Returns
         -------
-        self : SequenceStandardScaler
+        self : SequenceScaler
         """
         for name in ("_scaler", "mean_", "var_", "scale_", "n_steps_seen_",
                      "n_features_in_"):
@@ -138,7 +138,7 @@ class SequenceStandardScaler(
 
         Returns
         -------
-        self : SequenceStandardScaler
+        self : SequenceScaler
         """
         first_call = not hasattr(self, "_scaler")
         X_padded, lengths = check_sequences(

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 
 from cbptt import RNNClassifier, RNNRegressor
 from cbptt.plotting import TrainingCurveDisplay, _kept_epoch
-from cbptt.preprocessing import SequenceStandardScaler
+from cbptt.preprocessing import SequenceScaler
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_plot_keywords(pyplot, early_stopped):
 
 def test_pipeline_uses_its_last_step(pyplot):
     X, y = _data()
-    pipe = _fit(make_pipeline(SequenceStandardScaler(), RNNClassifier(**EARLY)), X, y)
+    pipe = _fit(make_pipeline(SequenceScaler(), RNNClassifier(**EARLY)), X, y)
     display = TrainingCurveDisplay.from_estimator(pipe)
     clf = pipe[-1]
     np.testing.assert_array_equal(display.loss_line_.get_ydata(), clf.loss_curve_)
@@ -211,7 +211,7 @@ def test_unfitted_estimator(pyplot):
         TrainingCurveDisplay.from_estimator(RNNClassifier())
     with pytest.raises(NotFittedError, match="RNNClassifier instance is not fitted"):
         TrainingCurveDisplay.from_estimator(
-            make_pipeline(SequenceStandardScaler(), RNNClassifier()))
+            make_pipeline(SequenceScaler(), RNNClassifier()))
 
 
 def test_estimator_without_loss_curve(pyplot):

@@ -1,4 +1,4 @@
-"""SequenceStandardScaler: the statistics of the valid steps, the forms of
+"""SequenceScaler: the statistics of the valid steps, the forms of
 input and output, sample weights, pipelines, scikit-learn's checks and the
 messages of bad input."""
 
@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from cbptt import RNNClassifier
-from cbptt.preprocessing import SequenceStandardScaler
+from cbptt.preprocessing import SequenceScaler
 
 
 def _ragged(rng, n=7, n_features=3, dtype=np.float64):
@@ -31,7 +31,7 @@ def _ragged(rng, n=7, n_features=3, dtype=np.float64):
 def test_array_matches_standard_scaler_on_the_steps(dtype):
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(6, 5, 3)) * [1.0, 100.0, 0.1] + 7).astype(dtype)
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     reference = StandardScaler().fit(X.reshape(-1, 3).astype(np.float64))
     np.testing.assert_allclose(scaler.mean_, reference.mean_, rtol=1e-12)
     np.testing.assert_allclose(scaler.var_, reference.var_, rtol=1e-12)
@@ -51,7 +51,7 @@ def test_ragged_list_counts_valid_steps_only():
     rng = np.random.default_rng(1)
     X = _ragged(rng)
     steps = np.concatenate(X)
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     reference = StandardScaler().fit(steps)
     np.testing.assert_allclose(scaler.mean_, reference.mean_, rtol=1e-12)
     np.testing.assert_allclose(scaler.var_, reference.var_, rtol=1e-12)
@@ -60,7 +60,7 @@ def test_ragged_list_counts_valid_steps_only():
     padded = np.zeros((len(X), max(map(len, X)), 3))
     for i, seq in enumerate(X):
         padded[i, : len(seq)] = seq
-    assert not np.allclose(SequenceStandardScaler().fit(padded).mean_, scaler.mean_)
+    assert not np.allclose(SequenceScaler().fit(padded).mean_, scaler.mean_)
 
     Z = scaler.transform(X)
     assert isinstance(Z, list) and [z.shape for z in Z] == [x.shape for x in X]
@@ -72,7 +72,7 @@ def test_ragged_list_counts_valid_steps_only():
 def test_univariate_forms():
     rng = np.random.default_rng(2)
     X_2d = rng.normal(loc=5, scale=3, size=(4, 6))     # 4 univariate sequences
-    scaler = SequenceStandardScaler().fit(X_2d)
+    scaler = SequenceScaler().fit(X_2d)
     assert scaler.n_features_in_ == 1
     np.testing.assert_allclose(scaler.mean_, [X_2d.mean()])
     np.testing.assert_allclose(scaler.scale_, [X_2d.std()])
@@ -81,14 +81,14 @@ def test_univariate_forms():
     np.testing.assert_allclose(Z, (X_2d - X_2d.mean()) / X_2d.std())
 
     X_list = [rng.normal(size=n) for n in (3, 8, 1)]    # 1-D arrays: one feature
-    Z_list = SequenceStandardScaler().fit_transform(X_list)
+    Z_list = SequenceScaler().fit_transform(X_list)
     assert [z.shape for z in Z_list] == [(3,), (8,), (1,)]
     steps = np.concatenate(X_list)
     np.testing.assert_allclose(np.concatenate(Z_list), (steps - steps.mean()) / steps.std())
 
     # A list of equal-length sequences stays a list.
     X_equal = list(rng.normal(size=(3, 4, 2)))
-    Z_equal = SequenceStandardScaler().fit_transform(X_equal)
+    Z_equal = SequenceScaler().fit_transform(X_equal)
     assert isinstance(Z_equal, list) and [z.shape for z in Z_equal] == [(4, 2)] * 3
 
 
@@ -96,19 +96,19 @@ def test_sample_weight_weighs_every_step_of_a_sequence():
     rng = np.random.default_rng(3)
     X = _ragged(rng, n=5, n_features=2)
     w = np.array([0.5, 2.0, 1.0, 3.0, 0.25])
-    scaler = SequenceStandardScaler().fit(X, sample_weight=w)
+    scaler = SequenceScaler().fit(X, sample_weight=w)
     total = sum(w_i * len(x) for w_i, x in zip(w, X))
     mean = sum(w_i * x.sum(axis=0) for w_i, x in zip(w, X)) / total
     var = sum(w_i * ((x - mean) ** 2).sum(axis=0) for w_i, x in zip(w, X)) / total
     np.testing.assert_allclose(scaler.mean_, mean, rtol=1e-12)
     np.testing.assert_allclose(scaler.var_, var, rtol=1e-12)
     np.testing.assert_allclose(scaler.scale_, np.sqrt(var), rtol=1e-12)
-    assert not np.allclose(scaler.mean_, SequenceStandardScaler().fit(X).mean_)
+    assert not np.allclose(scaler.mean_, SequenceScaler().fit(X).mean_)
 
     # Integer weights count as repeated sequences; weight 0 as absent ones.
     repeated = [x for x, k in zip(X, [1, 2, 0, 3, 1]) for _ in range(k)]
-    by_weight = SequenceStandardScaler().fit(X, sample_weight=[1, 2, 0, 3, 1])
-    by_repeat = SequenceStandardScaler().fit(repeated)
+    by_weight = SequenceScaler().fit(X, sample_weight=[1, 2, 0, 3, 1])
+    by_repeat = SequenceScaler().fit(repeated)
     np.testing.assert_allclose(by_weight.mean_, by_repeat.mean_, rtol=1e-12)
     np.testing.assert_allclose(by_weight.var_, by_repeat.var_, rtol=1e-12)
 
@@ -119,7 +119,7 @@ def test_with_mean_with_std_as_standard_scaler(with_mean, with_std):
     rng = np.random.default_rng(4)
     X = _ragged(rng)
     steps = np.concatenate(X)
-    scaler = SequenceStandardScaler(with_mean=with_mean, with_std=with_std).fit(X)
+    scaler = SequenceScaler(with_mean=with_mean, with_std=with_std).fit(X)
     reference = StandardScaler(with_mean=with_mean, with_std=with_std).fit(steps)
     for name in ("mean_", "var_", "scale_"):
         ours, theirs = getattr(scaler, name), getattr(reference, name)
@@ -136,7 +136,7 @@ def test_constant_features_keep_unit_scale():
     rng = np.random.default_rng(5)
     X = [np.column_stack([rng.normal(size=n), np.full(n, 0.1), np.zeros(n)])
          for n in (4, 7, 2)]
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     assert scaler.scale_[1] == scaler.scale_[2] == 1.0
     assert scaler.scale_[0] != 1.0
     Z = np.concatenate(scaler.transform(X))
@@ -153,7 +153,7 @@ def test_inverse_transform_round_trip(form):
         "list": _ragged(rng),
         "list_1d": [rng.normal(size=n) * 9 for n in (2, 6)],
     }[form]
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     back = scaler.inverse_transform(scaler.transform(X))
     if isinstance(X, list):
         assert isinstance(back, list)
@@ -169,10 +169,10 @@ def test_partial_fit_equals_fit_on_all():
     rng = np.random.default_rng(7)
     X = _ragged(rng, n=9)
     w = rng.uniform(0.1, 2.0, size=9)
-    incremental = SequenceStandardScaler()
+    incremental = SequenceScaler()
     for part in (slice(0, 2), slice(2, 3), slice(3, 9)):
         incremental.partial_fit(X[part], sample_weight=w[part])
-    whole = SequenceStandardScaler().fit(X, sample_weight=w)
+    whole = SequenceScaler().fit(X, sample_weight=w)
     np.testing.assert_allclose(incremental.mean_, whole.mean_, rtol=1e-12)
     np.testing.assert_allclose(incremental.var_, whole.var_, rtol=1e-12)
     assert incremental.n_steps_seen_ == whole.n_steps_seen_ == sum(map(len, X))
@@ -188,11 +188,11 @@ def test_input_is_not_modified_and_dtype_is_kept():
     X = rng.normal(size=(4, 3, 2)).astype(np.float32)
     X_list = _ragged(rng, dtype=np.float32)
     copies = X.copy(), [x.copy() for x in X_list]
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     Z = scaler.transform(X)
     assert Z.dtype == np.float32 and not np.shares_memory(Z, X)
     assert scaler.inverse_transform(Z).dtype == np.float32
-    Z_list = SequenceStandardScaler().fit(X_list).transform(X_list)
+    Z_list = SequenceScaler().fit(X_list).transform(X_list)
     assert all(z.dtype == np.float32 for z in Z_list)
     Z[...] = 0
     for z in Z_list:
@@ -202,12 +202,12 @@ def test_input_is_not_modified_and_dtype_is_kept():
         np.testing.assert_array_equal(x, c)
 
     # Integers become float64.
-    Z_int = SequenceStandardScaler().fit_transform(np.arange(12).reshape(2, 3, 2))
+    Z_int = SequenceScaler().fit_transform(np.arange(12).reshape(2, 3, 2))
     assert Z_int.dtype == np.float64
 
 
 def test_get_feature_names_out():
-    scaler = SequenceStandardScaler().fit(np.ones((2, 3, 4)))
+    scaler = SequenceScaler().fit(np.ones((2, 3, 4)))
     assert list(scaler.get_feature_names_out()) == ["x0", "x1", "x2", "x3"]
     names = ["a", "b", "c", "d"]
     assert list(scaler.get_feature_names_out(names)) == names
@@ -232,9 +232,9 @@ def test_pipeline_scales_then_fits(form):
     else:
         X = [rng.normal(loc=50, scale=30, size=(rng.integers(2, 8), 2)) for _ in range(40)]
     y = np.array([int(x[:, 0].mean() > 50) for x in X])
-    pipe = _fit(make_pipeline(SequenceStandardScaler(), RNNClassifier(**PARAMS)), X, y)
+    pipe = _fit(make_pipeline(SequenceScaler(), RNNClassifier(**PARAMS)), X, y)
 
-    scaler = SequenceStandardScaler().fit(X)
+    scaler = SequenceScaler().fit(X)
     clf = _fit(RNNClassifier(**PARAMS), scaler.transform(X), y)
     for name, weight in clf.weights_.items():
         np.testing.assert_array_equal(pipe[-1].weights_[name], weight)
@@ -247,8 +247,8 @@ def test_grid_search_over_a_pipeline_of_ragged_sequences():
     X = [rng.normal(loc=5, scale=4, size=(rng.integers(2, 8), 2)) for _ in range(30)]
     y = np.array([int(x[:, 0].mean() > 5) for x in X])
     grid = GridSearchCV(
-        make_pipeline(SequenceStandardScaler(), RNNClassifier(**PARAMS)),
-        {"sequencestandardscaler__with_std": [True, False],
+        make_pipeline(SequenceScaler(), RNNClassifier(**PARAMS)),
+        {"sequencescaler__with_std": [True, False],
          "rnnclassifier__hidden_layer_sizes": [4, 8]},
         cv=2,
     )
@@ -272,7 +272,7 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-@parametrize_with_checks([SequenceStandardScaler()],
+@parametrize_with_checks([SequenceScaler()],
                          expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
                          xfail_strict=True)
 def test_sklearn_compatible_transformer(estimator, check):
@@ -289,7 +289,7 @@ def _rows(Z):
     return Z[:, 0, :] if Z.ndim == 3 else Z
 
 
-class _OneStepScaler(SequenceStandardScaler):
+class _OneStepScaler(SequenceScaler):
     """Reads 2-D X as one-step sequences (the tabular meaning of a feature)."""
 
     def fit(self, X, y=None, sample_weight=None):
@@ -334,11 +334,11 @@ def _with(X, index, value):
     (lambda s: s.fit(sparse.csr_matrix(np.ones((2, 2)))), TypeError, "Sparse data"),
     (lambda s: s.fit(np.array([[["a"]]])), ValueError, "could not convert"),
     (lambda s: s.fit(np.ones((3, 4, 2))).transform(np.ones((3, 4, 3))), ValueError,
-     "X has 3 features, but SequenceStandardScaler is expecting 2 features"),
+     "X has 3 features, but SequenceScaler is expecting 2 features"),
     (lambda s: s.fit(np.ones((3, 4, 2))).inverse_transform([np.ones((2, 1))]),
-     ValueError, "X has 1 features, but SequenceStandardScaler is expecting 2"),
+     ValueError, "X has 1 features, but SequenceScaler is expecting 2"),
     (lambda s: s.fit(np.ones((3, 4, 2))).partial_fit(np.ones((1, 4, 5))), ValueError,
-     "X has 5 features, but SequenceStandardScaler is expecting 2"),
+     "X has 5 features, but SequenceScaler is expecting 2"),
     (lambda s: s.fit(np.ones((3, 4, 2)), sample_weight=[1, -1, 1]), ValueError,
      "Negative values in data passed to `sample_weight`"),
     (lambda s: s.fit(np.ones((3, 4, 2)), sample_weight=[0, 0, 0]), ValueError,
@@ -346,11 +346,11 @@ def _with(X, index, value):
     (lambda s: s.fit(np.ones((3, 4, 2)), sample_weight=[1, 1]), ValueError,
      r"sample_weight.shape == \(2,\), expected \(3,\)"),
     (lambda s: s.set_params(with_mean="yes").fit(np.ones((3, 4, 2))), ValueError,
-     "'with_mean' parameter of SequenceStandardScaler must be an instance of 'bool'"),
+     "'with_mean' parameter of SequenceScaler must be an instance of 'bool'"),
     (lambda s: s.transform(np.ones((3, 4, 2))), NotFittedError,
-     "SequenceStandardScaler instance is not fitted yet"),
+     "SequenceScaler instance is not fitted yet"),
 ])
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
-        call(SequenceStandardScaler())
+        call(SequenceScaler())
 
