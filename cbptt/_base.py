@@ -84,6 +84,12 @@ class BaseRNN(BaseEstimator):
 
     _loss = None
 
+    # The "?" link of the HTML repr: the estimator's entry in the API reference.
+    _doc_link_module = "cbptt"
+    _doc_link_template = (
+        "https://cbptt.readthedocs.io/en/latest/api.html#{estimator_module}.{estimator_name}"
+    )
+
     _parameter_constraints = {
         "cell": [StrOptions(set(CELLS))],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],

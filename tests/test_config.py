@@ -167,3 +167,34 @@ def test_openmp_waits_passively_unless_the_user_chose(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["ACTIVE", "ACTIVE"]
+
+
+def test_source_tree_without_compiled_modules_says_what_to_do(tmp_path):
+    # A cbptt/ with the .py files only, as in a checkout installed with
+    # `pip install .`: run from its parent, Python imports it, not the
+    # installed package, and must say so instead of a circular-import error.
+    import shutil
+    import subprocess
+    import sys
+
+    source = os.path.dirname(cbptt.__file__)
+
+    def all_but_python_files(folder, names):
+        return [name for name in names if name == "__pycache__" or not (
+            name.endswith(".py") or os.path.isdir(os.path.join(folder, name)))]
+
+    shutil.copytree(source, tmp_path / "cbptt", ignore=all_but_python_files)
+    assert not list((tmp_path / "cbptt").rglob("*.so"))
+    assert not list((tmp_path / "cbptt").rglob("*.pyd"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    result = subprocess.run([sys.executable, "-c", "import cbptt; cbptt.show_config()"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(
+        f"ImportError: cbptt was imported from {tmp_path / 'cbptt'}, which has no "
+        "compiled extensions for this Python (no cbptt/_kernels/_utils."
+    )
+    assert "run Python from another directory" in message
+    assert "`pip install -e .`" in message
+    assert "circular import" not in result.stderr

@@ -1,16 +1,19 @@
-"""scikit-learn's estimator checks on RNNClassifier and RNNRegressor.
+"""scikit-learn's estimator checks on cbptt's estimators.
 
 Every check runs on the real estimators. A 2-D ``X`` means *univariate
 sequences* here (n_samples, n_timesteps), not tabular rows, so the checks that
 assume ``n_features_in_ == X.shape[1]`` or that a different ``X.shape[1]`` at
-predict time is an error are expected to fail; they are listed below with the
-reason, strictly (a check that starts passing is reported).
+predict time is an error are expected to fail; the per-step estimators take a
+target at every step, so every check that fits them on one target per
+sequence is expected to fail. ``cbptt.utils.expected_failed_checks`` lists
+them with the reason (the same list users pass to ``check_estimator``), and
+they are marked strictly (a check that starts passing is reported).
 
-So that the parts of those checks that come after the failing assertion are
-still exercised, they run a second time on ``_OneStepRNNClassifier`` and
-``_OneStepRNNRegressor``, which read a 2-D ``X`` as sequences of ONE time step
-with ``X.shape[1]`` features: there the tabular meaning of "feature" holds and
-they must pass.
+So that the parts of the sequence estimators' failing checks that come after
+the failing assertion are still exercised, they run a second time on
+``_OneStepRNNClassifier`` and ``_OneStepRNNRegressor``, which read a 2-D ``X``
+as sequences of ONE time step with ``X.shape[1]`` features: there the tabular
+meaning of "feature" holds and they must pass.
 """
 
 import numpy as np
@@ -21,7 +24,8 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from cbptt import RNNClassifier, RNNRegressor
+from cbptt import RNNClassifier, RNNRegressor, RNNStepClassifier, RNNStepRegressor
+from cbptt.utils import expected_failed_checks
 
 # Small and quick, yet enough epochs for check_classifiers_train's accuracy bar.
 PARAMS = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0)
@@ -31,38 +35,11 @@ PARAMS = dict(hidden_layer_sizes=(16,), max_iter=30, random_state=0)
 # reach 0.71 and 0.80 (the Elman RNN 0.89).
 REGRESSOR_PARAMS = dict(PARAMS, max_iter=60)
 
-_UNIVARIATE = (
-    "a 2-D X is (n_samples, n_timesteps) univariate sequences: n_features_in_ "
-    "is 1, not X.shape[1]"
-)
-_ANY_LENGTH = (
-    "a 2-D X is univariate sequences and sequences may have any length, so a "
-    "different X.shape[1] (number of time steps) is not an error"
-)
-# The same for both estimators; check_regressors_train, unlike
-# check_classifiers_train, does not predict on a different X.shape[1].
-_SHARED_EXPECTED_FAILED_CHECKS = {
-    "check_n_features_in": _UNIVARIATE,
-    "check_n_features_in_after_fitting": _UNIVARIATE,
-    "check_estimators_partial_fit_n_features": _ANY_LENGTH + " between partial_fit calls",
-}
-EXPECTED_FAILED_CHECKS = {
-    **_SHARED_EXPECTED_FAILED_CHECKS,
-    "check_classifiers_train": _ANY_LENGTH + " at predict",
-}
-REGRESSOR_EXPECTED_FAILED_CHECKS = dict(_SHARED_EXPECTED_FAILED_CHECKS)
-
-
-def _expected_failed_checks(estimator):
-    if isinstance(estimator, RNNRegressor):
-        return REGRESSOR_EXPECTED_FAILED_CHECKS
-    return EXPECTED_FAILED_CHECKS
-
-
 @parametrize_with_checks(
     [RNNClassifier(cell=cell, **PARAMS) for cell in ("rnn", "lstm", "gru")]
-    + [RNNRegressor(cell=cell, **REGRESSOR_PARAMS) for cell in ("rnn", "lstm", "gru")],
-    expected_failed_checks=_expected_failed_checks,
+    + [RNNRegressor(cell=cell, **REGRESSOR_PARAMS) for cell in ("rnn", "lstm", "gru")]
+    + [RNNStepClassifier(**PARAMS), RNNStepRegressor(**PARAMS)],
+    expected_failed_checks=expected_failed_checks,
     xfail_strict=True,
 )
 def test_sklearn_compatible_estimator(estimator, check):
@@ -114,12 +91,12 @@ def _check_name(check):
     return getattr(check, "func", check).__name__
 
 
-def _one_step_checks(estimator, expected_failed_checks):
+def _one_step_checks(estimator, failing):
     return [
         pytest.param(estimator, check,
                      id=f"{type(estimator).__name__[1:]}-{_check_name(check)}")
         for estimator, check in estimator_checks_generator(estimator, legacy=True)
-        if _check_name(check) in expected_failed_checks
+        if _check_name(check) in failing
     ]
 
 
@@ -127,21 +104,82 @@ def _one_step_checks(estimator, expected_failed_checks):
 # more than the work on a busy machine (the thread count never changes
 # results; test_classifier and test_regressor check that).
 _ONE_STEP_CHECKS = _one_step_checks(
-    _OneStepRNNClassifier(**PARAMS, n_threads=1), EXPECTED_FAILED_CHECKS
+    _OneStepRNNClassifier(**PARAMS, n_threads=1), expected_failed_checks(RNNClassifier())
 ) + _one_step_checks(
     _OneStepRNNRegressor(**REGRESSOR_PARAMS, n_threads=1),
-    REGRESSOR_EXPECTED_FAILED_CHECKS,
+    expected_failed_checks(RNNRegressor()),
 )
 
 
 def test_every_expected_failure_is_rerun_with_one_step_sequences():
     ids = {p.id for p in _ONE_STEP_CHECKS}
     assert ids == (
-        {f"OneStepRNNClassifier-{name}" for name in EXPECTED_FAILED_CHECKS}
-        | {f"OneStepRNNRegressor-{name}" for name in REGRESSOR_EXPECTED_FAILED_CHECKS}
+        {f"OneStepRNNClassifier-{name}" for name in expected_failed_checks(RNNClassifier())}
+        | {f"OneStepRNNRegressor-{name}" for name in expected_failed_checks(RNNRegressor())}
     )
 
 
 @pytest.mark.parametrize("estimator, check", _ONE_STEP_CHECKS)
 def test_expected_failures_pass_with_tabular_semantics(estimator, check):
     check(estimator)
+
+
+ESTIMATORS = [RNNClassifier, RNNRegressor, RNNStepClassifier, RNNStepRegressor]
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_expected_failed_checks_explain_each_failure(Estimator):
+    checks = expected_failed_checks(Estimator())
+    assert "check_n_features_in" in checks
+    assert all(name.startswith("check_") for name in checks)
+    assert all(isinstance(reason, str) and len(reason) > 20 for reason in checks.values())
+    # A new dict on each call: a caller may edit it.
+    checks.clear()
+    assert expected_failed_checks(Estimator())
+    # A user's subclass gets its parent's list.
+    subclass = type("MyEstimator", (Estimator,), {})
+    assert expected_failed_checks(subclass()) == expected_failed_checks(Estimator())
+
+
+def test_expected_failed_checks_reasons():
+    sequence = expected_failed_checks(RNNClassifier())
+    assert "univariate sequences" in sequence["check_n_features_in"]
+    assert "at predict" in sequence["check_classifiers_train"]
+    assert "check_classifiers_train" not in expected_failed_checks(RNNRegressor())
+    step = expected_failed_checks(RNNStepRegressor())
+    assert "a target for every step" in step["check_regressors_train"]
+    assert "check_classifiers_train" not in step
+
+
+def test_expected_failed_checks_bad_input():
+    with pytest.raises(TypeError, match=r"instance, got the class RNNClassifier; "
+                       r"call it as expected_failed_checks\(RNNClassifier\(\)\)"):
+        expected_failed_checks(RNNClassifier)
+    from sklearn.neural_network import MLPClassifier
+
+    with pytest.raises(TypeError, match="instance of RNNClassifier, .* got MLPClassifier"):
+        expected_failed_checks(MLPClassifier())
+
+
+DOCS = "https://cbptt.readthedocs.io/en/latest/api.html#cbptt."
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_html_repr_links_to_the_api_reference(Estimator):
+    estimator = Estimator()
+    link = DOCS + Estimator.__name__
+    assert estimator._get_doc_link() == link
+    assert f'href="{link}"' in estimator._repr_html_()
+    # A subclass defined outside cbptt has no page in cbptt's docs.
+    assert type("MyEstimator", (Estimator,), {})()._get_doc_link() == ""
+
+
+def test_doc_link_is_under_the_documentation_url():
+    from importlib import metadata
+
+    try:
+        entries = metadata.metadata("cbptt").get_all("Project-URL")
+    except metadata.PackageNotFoundError:
+        pytest.skip("cbptt is importable but not installed: no package metadata")
+    urls = dict(entry.split(", ", 1) for entry in entries)
+    assert DOCS.startswith(urls["Documentation"].rstrip("/") + "/")

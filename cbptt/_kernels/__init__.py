@@ -13,14 +13,39 @@ is loaded; a runtime another package loaded earlier keeps its own setting.)
 """
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
+
+
+def _not_built_error():
+    """The error for a cbptt/ without compiled modules: most often the source
+    tree, which Python imports instead of the installed cbptt when it runs
+    from the repository root (the current directory comes first on sys.path).
+    Without it, the failure reads as a circular import."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return ImportError(
+        f"cbptt was imported from {package}, which has no compiled extensions "
+        f"for this Python (no cbptt/_kernels/_utils"
+        f"{importlib.machinery.EXTENSION_SUFFIXES[0]}). If that is cbptt's "
+        "source tree (Python looks in the current directory first, so running "
+        "it from the repository root imports the tree instead of the installed "
+        "cbptt), run Python from another directory, or build the extensions in "
+        "the tree with `pip install -e .`."
+    )
+
 
 _USER_SET = "OMP_WAIT_POLICY" in os.environ
 WAIT_POLICY = os.environ["OMP_WAIT_POLICY"] if _USER_SET else "PASSIVE"
 os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
 try:
     from cbptt._kernels import _utils  # loads the runtime
+except ImportError:
+    # Looked up only on failure: a module that exists but cannot load (a
+    # missing OpenMP runtime, say) keeps its own error.
+    if importlib.util.find_spec("cbptt._kernels._utils") is None:
+        raise _not_built_error() from None
+    raise
 finally:
     if not _USER_SET:
         del os.environ["OMP_WAIT_POLICY"]
