@@ -13,8 +13,9 @@ __version__ = "0.1.0.dev0"
 from cbptt._classifier import RNNClassifier
 from cbptt._config import show_config
 from cbptt._functional import loss_and_grad
+from cbptt._onnx import to_onnx
 from cbptt._regressor import RNNRegressor
 from cbptt._step import RNNStepClassifier, RNNStepRegressor
 
 __all__ = ["RNNClassifier", "RNNRegressor", "RNNStepClassifier", "RNNStepRegressor",
-           "loss_and_grad", "show_config", "__version__"]
+           "loss_and_grad", "show_config", "to_onnx", "__version__"]
