@@ -13,7 +13,10 @@ Environment variables read at build time:
     Build without OpenMP (serial kernels), even if the compiler supports it.
 
 The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply as well (the
-macOS wheel build uses them to find libomp). Released wheels are compiled for
+macOS wheel build uses them to find libomp). ``CFLAGS`` come after cbptt's own
+optimisation flags, so they have the last word: ``CFLAGS="-O1 -g
+-fsanitize=address,undefined"`` builds the sanitizer copy that
+``.ci/sanitizers.sh`` tests, not an ``-O3`` one. Released wheels are compiled for
 the baseline instruction set of each platform (no ``-march``); on x86-64 the
 training kernels are compiled twice more, for AVX2 and AVX-512
 (``ISA_VARIANTS``), and the widest the CPU runs is used.
@@ -177,12 +180,16 @@ class BuildExt(build_ext):
             if self.compiler.compiler_type != "msvc"
             and _compiler_accepts(self.compiler, *flags)
         }
+        # setuptools puts CFLAGS before extra_compile_args; repeated last,
+        # the user's -O level (or -fno-omit-frame-pointer) wins over ours.
+        user_args = shlex.split(os.environ.get("CFLAGS", ""))
         kept = []
         for ext in self.extensions:
             module = ext.name.rsplit(".", 1)[1]
             if module in ISA_VARIANTS and module not in variants:
                 continue
-            ext.extra_compile_args = opt_args + compile_args + variants.get(module, [])
+            ext.extra_compile_args = (opt_args + compile_args + variants.get(module, [])
+                                      + user_args)
             ext.extra_link_args = link_args
             kept.append(ext)
         self.extensions = kept
