@@ -15,6 +15,7 @@ Accepted forms:
 """
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy import sparse
@@ -22,6 +23,7 @@ from sklearn import get_config
 from sklearn.utils.validation import check_array
 
 from cbptt._kernels._utils import all_finite
+from cbptt._layout import channels_first_list_hint, transposed_layout_hint
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -135,10 +137,13 @@ def check_sequences(
         n_feat = seqs[0].shape[1]
         for i, seq in enumerate(seqs):
             if seq.shape[1] != n_feat:
+                hint = channels_first_list_hint([s.shape for s in seqs])
                 raise ValueError(
                     f"All sequences must have the same number of features: X[0] "
                     f"has {n_feat} and X[{i}] has {seq.shape[1]}."
+                    + (f" {hint}" if hint else "")
                 )
+        layout_hint = None  # no layout guess for lists of sequences
         out_dtype = np.result_type(*seqs)
         lengths = np.array([len(seq) for seq in seqs], dtype=np.intp)
         X_padded = np.zeros((len(seqs), lengths.max(), n_feat), dtype=out_dtype)
@@ -174,13 +179,18 @@ def check_sequences(
                 f"X has shape {X_padded.shape}: sequences need at least one time "
                 "step and one feature."
             )
+        layout_hint = transposed_layout_hint(X_padded.shape) if ndim == 3 else None
+        if layout_hint and n_features is None:  # later calls must match the first
+            warnings.warn(layout_hint, UserWarning)
         lengths = np.full(X_padded.shape[0], X_padded.shape[1], dtype=np.intp)
     if n_features is not None and X_padded.shape[2] != n_features:
         name = estimator_name or "the model"
+        if X_padded.shape[1] != n_features:  # transposed, it would not fit either
+            layout_hint = None
         raise ValueError(
             f"X has {X_padded.shape[2]} features, but {name} is expecting "
             f"{n_features} features as input (features per time step; the number "
-            "of time steps may differ)."
+            "of time steps may differ)." + (f" {layout_hint}" if layout_hint else "")
         )
     return X_padded, lengths
 
