@@ -116,28 +116,21 @@ _EXPECTED = [
 def expected_failed_checks(estimator):
     """scikit-learn's common checks that fail by design for a cbptt estimator.
 
-    Pass it to :func:`sklearn.utils.estimator_checks.check_estimator` or
-    :func:`~sklearn.utils.estimator_checks.parametrize_with_checks` (scikit-learn
-    1.6 and later), which then mark these checks as expected failures and
-    show the reason instead of failing::
+    Pass the result as the ``expected_failed_checks`` argument of
+    :func:`sklearn.utils.estimator_checks.check_estimator`, or the function
+    itself as that of
+    :func:`~sklearn.utils.estimator_checks.parametrize_with_checks`
+    (scikit-learn 1.6 and later): these checks are then reported as expected
+    failures, with the reason, and every other check runs as usual.
 
-        from sklearn.utils.estimator_checks import check_estimator
-        from cbptt import RNNClassifier
-        from cbptt.utils import expected_failed_checks
-
-        est = RNNClassifier(max_iter=30)
-        check_estimator(est, expected_failed_checks=expected_failed_checks(est))
-
-    ``parametrize_with_checks(estimators,
-    expected_failed_checks=expected_failed_checks)`` takes the function itself.
-
-    The checks assume tabular data. For :class:`RNNClassifier` and
-    :class:`RNNRegressor`, a 2-D ``X`` is (n_samples, n_timesteps) univariate
-    sequences, so ``n_features_in_`` is 1 and a different number of columns
-    at predict or partial_fit time is a different length, not an error.
-    :class:`RNNStepClassifier` and :class:`RNNStepRegressor` take a target at
-    every step, while the checks fit on one target per sequence, so every
-    check that fits fails before it tests anything.
+    The checks assume tabular data. For :class:`~cbptt.RNNClassifier` and
+    :class:`~cbptt.RNNRegressor`, a 2-D ``X`` is (n_samples, n_timesteps)
+    univariate sequences, so ``n_features_in_`` is 1 and a different number
+    of columns at predict or partial_fit time is a different length, not an
+    error. :class:`~cbptt.RNNStepClassifier` and
+    :class:`~cbptt.RNNStepRegressor` take a target at every step, while the
+    checks fit on one target per sequence, so every check that fits fails
+    before it tests anything.
 
     Parameters
     ----------
@@ -149,6 +142,16 @@ def expected_failed_checks(estimator):
     checks : dict
         ``{check_name: reason}``: the name of each check function that is
         expected to fail, and why. A new dict on each call.
+
+    Examples
+    --------
+    >>> from cbptt import RNNRegressor
+    >>> from cbptt.utils import expected_failed_checks
+    >>> checks = expected_failed_checks(RNNRegressor())
+    >>> sorted(checks)
+    ['check_estimators_partial_fit_n_features', 'check_n_features_in', 'check_n_features_in_after_fitting']
+    >>> checks["check_n_features_in"]
+    'a 2-D X is (n_samples, n_timesteps) univariate sequences: n_features_in_ is 1, not X.shape[1]'
     """
     if isinstance(estimator, type):
         raise TypeError(
