@@ -5,7 +5,8 @@ with a message, or returns finite, normalised results; it never modifies
 what it was given; the array and list forms of the same sequences give the
 same predictions; and ``loss_and_grad`` agrees with the NumPy reference.
 Example counts are bounded and the search is derandomized, so a run takes
-seconds and is the same every time.
+seconds and is the same every time. test_properties_fit.py holds the same
+invariants for fit and partial_fit.
 """
 
 import numpy as np

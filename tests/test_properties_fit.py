@@ -238,7 +238,8 @@ def _lay_out(X, layout, directory):
     if layout.startswith("every other"):
         axis = 1 if layout.endswith("step") else 2
         if X.ndim > axis:
-            return np.repeat(X, 2, axis=axis)[(slice(None),) * axis + (slice(None, None, 2),)]
+            every_other = (slice(None),) * axis + (slice(None, None, 2),)
+            return np.repeat(X, 2, axis=axis)[every_other]
     if layout == "negative strides":
         return np.flip(np.flip(X).copy())
     if layout == "memmap" and X.size and X.dtype.kind in "biuf":
@@ -361,8 +362,10 @@ def _labels(kind, size, rng):
     raise AssertionError(kind)
 
 
-VALID_LABELS = ["int", "huge int", "uint64", "bool", "str", "object str", "integral float"]
-LABEL_KINDS = VALID_LABELS + ["non-integral float", "one class", "mixed types", "with None"]
+VALID_LABELS = ["int", "huge int", "uint64", "bool", "str", "object str",
+                "integral float"]
+LABEL_KINDS = VALID_LABELS + ["non-integral float", "one class", "mixed types",
+                              "with None"]
 
 
 @pytest.mark.parametrize("cls", CLASSIFIERS)
@@ -399,7 +402,8 @@ def test_labels_of_any_type(cls, kind, n, T, method, as_list):
                                         np.nan, np.inf, "1.5", "x", True, None]),
                        min_size=3, max_size=3),
        dtype=st.sampled_from([None, "float32", "float64", "int64", "object"]),
-       n_outputs=st.sampled_from([None, 1, 2]), method=st.sampled_from(["fit", "partial_fit"]))
+       n_outputs=st.sampled_from([None, 1, 2]),
+       method=st.sampled_from(["fit", "partial_fit"]))
 def test_regression_targets_of_any_kind(cls, values, dtype, n_outputs, method):
     n, T = 3, 2
     X = np.random.default_rng(0).normal(size=(n, T, 2))
@@ -551,7 +555,8 @@ def test_hyperparameters_at_their_bounds_fit_or_explain(cls, params, pooling, dt
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @_settings(25)
 @given(n=st.integers(1, 6), T=st.integers(1, 4), univariate=st.booleans(),
-       dtype=st.sampled_from(["float32", "float64"]), cell=st.sampled_from(["rnn", "lstm", "gru"]),
+       dtype=st.sampled_from(["float32", "float64"]),
+       cell=st.sampled_from(["rnn", "lstm", "gru"]),
        bidirectional=st.booleans(), seed=st.integers(0, 2**16))
 def test_array_list_and_thread_count_train_the_same_model(cls, n, T, univariate, dtype,
                                                           cell, bidirectional, seed):
@@ -572,7 +577,7 @@ def test_array_list_and_thread_count_train_the_same_model(cls, n, T, univariate,
             warnings.simplefilter("ignore", UserWarning)
             fits.append(_tiny(cls, cell=cell, bidirectional=bidirectional, max_iter=2,
                               n_threads=n_threads).fit(X_form, y_form).weights_)
-    for other, (_, _, n_threads) in zip(fits[1:], forms[1:]):
+    for other in fits[1:]:
         for name, value in other.items():
             np.testing.assert_array_equal(value, fits[0][name], err_msg=name)
 
