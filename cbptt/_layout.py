@@ -161,7 +161,9 @@ def channels_first_list_hint(shapes):
     """A sentence for a list of 2-D arrays whose first axes agree and whose
     second axes differ, as aeon's unequal-length (n_channels, n_timepoints_i)
     series do; None otherwise."""
-    if len({shape[0] for shape in shapes}) == 1 and len({shape[1] for shape in shapes}) > 1:
+    rows = {shape[0] for shape in shapes}
+    columns = {shape[1] for shape in shapes}
+    if len(rows) == 1 and len(columns) > 1:
         return (
             f"The sequences all have {shapes[0][0]} rows and differ in their "
             "number of columns: if they are (n_channels, n_timepoints_i) "
