@@ -96,6 +96,7 @@ class BaseRNN(BaseEstimator):
         "nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "bidirectional": ["boolean"],
         "pooling": [StrOptions(set(POOLINGS))],
+        "downsample": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd", "rmsprop"})],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
@@ -121,6 +122,7 @@ class BaseRNN(BaseEstimator):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "float64"})],
     }
 
     def __init__(
@@ -130,6 +132,7 @@ class BaseRNN(BaseEstimator):
         nonlinearity="tanh",
         bidirectional=False,
         pooling="last",
+        downsample=1,
         dropout=0.0,
         solver="adam",
         learning_rate="constant",
@@ -155,12 +158,14 @@ class BaseRNN(BaseEstimator):
         verbose=False,
         warm_start=False,
         n_threads=None,
+        dtype="float32",
     ):
         self.cell = cell
         self.hidden_layer_sizes = hidden_layer_sizes
         self.nonlinearity = nonlinearity
         self.bidirectional = bidirectional
         self.pooling = pooling
+        self.downsample = downsample
         self.dropout = dropout
         self.solver = solver
         self.learning_rate = learning_rate
@@ -186,6 +191,7 @@ class BaseRNN(BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_threads = n_threads
+        self.dtype = dtype
 
     # -- helpers ---------------------------------------------------------
     def _hidden_sizes(self):
@@ -208,6 +214,14 @@ class BaseRNN(BaseEstimator):
     def _head(self):
         """The kernels' ``output``: what the head reads of the top layer."""
         return self.pooling
+
+    def _requested_window(self, n_timesteps):
+        """How many input steps ``downsample`` averages into one, for training
+        sequences of up to ``n_timesteps`` steps (None: the estimator has no
+        ``downsample``)."""
+        if self.downsample == "auto":
+            return auto_window(n_timesteps)
+        return self.downsample
 
     def _network(self, n_features, n_outputs):
         check_nonlinearity(self.cell, self.nonlinearity)
@@ -235,8 +249,9 @@ class BaseRNN(BaseEstimator):
         )
 
     # -- training ----------------------------------------------------------
-    def _start(self, network, rng, dtype, incremental):
-        """Parameters, optimizer and history to continue from (or fresh ones)."""
+    def _start(self, network, rng, dtype, incremental, n_timesteps):
+        """Parameters, optimizer and history (the fitted attributes that
+        training updates) to continue from, or fresh ones."""
         resume = (self.warm_start or incremental) and self._is_fitted_for(network)
         if not resume:
             params = init_weights(network, rng, dtype)
@@ -246,6 +261,9 @@ class BaseRNN(BaseEstimator):
                 "validation_scores_": [] if self.early_stopping else None,
                 "best_validation_score_": -np.inf if self.early_stopping else None,
             }
+            window = self._requested_window(n_timesteps)
+            if window is not None:
+                history["downsample_"] = window
             return params, optimizer, history
         params = network.pack(self.weights_, dtype)
         # As MLPClassifier: partial_fit keeps the optimizer's state, a warm
@@ -261,6 +279,8 @@ class BaseRNN(BaseEstimator):
             "validation_scores_": self.validation_scores_,
             "best_validation_score_": self.best_validation_score_,
         }
+        if hasattr(self, "downsample_"):
+            history["downsample_"] = self.downsample_
         return params, optimizer, history
 
     def _fit(self, X, lengths, y, sample_weight, n_outputs, incremental):
@@ -269,17 +289,19 @@ class BaseRNN(BaseEstimator):
         X's dtype."""
         rng = check_random_state(self.random_state)
         network = self._network(X.shape[2], n_outputs)
-        params, optimizer, history = self._start(network, rng, X.dtype, incremental)
+        params, optimizer, history = self._start(network, rng, X.dtype, incremental,
+                                                 X.shape[1])
+        X, lengths = average_windows(X, lengths, history.get("downsample_", 1))
         early_stopping = self.early_stopping and not incremental
         train = np.arange(X.shape[0])
         if early_stopping:
             train, val = self._validation_split(y, rng)
-        if sample_weight is not None and not np.sum(sample_weight[train]) > 0:
+        if sample_weight is not None and not np.any(sample_weight[train] > 0):
             raise ValueError(
                 "Every training sample left after the early-stopping validation "
                 "split has sample_weight 0; nothing to train on."
             )
-        if early_stopping and sample_weight is not None and not np.sum(sample_weight[val]) > 0:
+        if early_stopping and sample_weight is not None and not np.any(sample_weight[val] > 0):
             raise ValueError(
                 "Every sample of the early-stopping validation split has "
                 "sample_weight 0, so it cannot be scored. Give more samples a "
@@ -372,11 +394,9 @@ class BaseRNN(BaseEstimator):
         return self
 
     def _check_fit_data(self, X, y, sample_weight, n_features=None):
-        """Validated (X padded, lengths, y, sample_weight); y as the
-        subclass's _check_targets returns it."""
-        X, lengths = check_sequences(
-            X, n_features=n_features, estimator_name=type(self).__name__
-        )
+        """Validated (X padded in the training dtype, lengths, y,
+        sample_weight); y as the subclass's _check_targets returns it."""
+        X, lengths = self._check_sequences(X, n_features)
         y = self._check_targets(y)
         if len(y) != X.shape[0]:
             raise ValueError(
@@ -387,16 +407,29 @@ class BaseRNN(BaseEstimator):
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=np.float64, ensure_non_negative=True
             )
-            if not np.sum(sample_weight) > 0:
+            if not np.any(sample_weight > 0):
                 raise ValueError("sample_weight must have a positive sum.")
         return X, lengths, y, sample_weight
 
+    def _check_sequences(self, X, n_features=None):
+        """(X padded and cast to the training dtype, lengths)."""
+        X, lengths = check_sequences(
+            X, n_features=n_features, estimator_name=type(self).__name__
+        )
+        return as_training_dtype(X, self.dtype), lengths
+
     def _outputs(self, X):
-        """The head's output for each sequence of X: logits or predictions."""
+        """The head's output for each sequence of X: logits or predictions,
+        computed in the training dtype and returned in X's float dtype
+        (float64 for anything but float32), as scikit-learn's estimators
+        return their predictions."""
         check_is_fitted(self)
         X, lengths = check_sequences(
             X, n_features=self.n_features_in_, estimator_name=type(self).__name__
         )
+        given_dtype = X.dtype
+        X = as_training_dtype(X, self.dtype)
+        X, lengths = average_windows(X, lengths, getattr(self, "downsample_", 1))
         network = self._network(X.shape[2], self.weights_["bias_out"].shape[0])
         params = network.pack(self.weights_, X.dtype)
         with single_threaded_blas():
@@ -408,7 +441,7 @@ class BaseRNN(BaseEstimator):
                 "values are too large for the trained weights. Scale the input "
                 "features as at fit."
             )
-        return outputs
+        return outputs.astype(given_dtype, copy=False)
 
     def _validation_split(self, y, rng):
         """(train, validation) indices for early stopping."""
@@ -467,9 +500,9 @@ class _Epoch:
         if est.solver != "sgd" and est.epsilon < info.tiny:
             raise ValueError(
                 f"epsilon={est.epsilon!r} is below the smallest normal {dtype.name} "
-                f"({info.tiny:.3g}): in {dtype.name}, the precision X trains in, "
+                f"({info.tiny:.3g}): in {dtype.name}, the precision the network trains in, "
                 "it becomes 0 and Adam/RMSProp divide by zero. Use epsilon >= "
-                f"{info.tiny:.3g} (the default is 1e-8) or pass X as float64."
+                f"{info.tiny:.3g} (the default is 1e-8) or set dtype='float64'."
             )
         with np.errstate(over="ignore"):
             coef = dtype.type(est.alpha / self.weight_scale)
@@ -509,6 +542,50 @@ class _Epoch:
         if diverged >= 0 or not np.all(np.isfinite(params)):
             _raise_diverged(epoch_number, optimizer)
         return total_loss / total_weight
+
+
+# downsample="auto" averages windows of n_timesteps // AUTO_STEPS steps.
+AUTO_STEPS = 100
+
+
+def auto_window(n_timesteps):
+    """The window of ``downsample="auto"``: sequences of up to n_timesteps
+    steps become about AUTO_STEPS (at least that many) averaged steps."""
+    return max(1, n_timesteps // AUTO_STEPS)
+
+
+def average_windows(X, lengths, window):
+    """(X, lengths) with each sequence's steps averaged over consecutive
+    windows of ``window`` steps; the last window of a sequence averages the
+    steps it has. Padded steps stay zero."""
+    if window == 1:
+        return X, lengths
+    n, T, D = X.shape
+    n_windows = -(-T // window)
+    padded = np.zeros((n, n_windows * window, D), dtype=X.dtype)
+    padded[:, :T] = X
+    sums = padded.reshape(n, n_windows, window, D).sum(axis=2)
+    counts = np.clip(lengths[:, None] - window * np.arange(n_windows), 0, window)
+    sums /= np.maximum(counts, 1)[:, :, None].astype(X.dtype)
+    return sums, -(-lengths // window)
+
+
+def as_training_dtype(X, dtype):
+    """X (float32 or float64, from check_sequences) in the precision the
+    network computes in; a clear error for values that precision cannot hold
+    rather than an infinity reported as bad input."""
+    if X.dtype == dtype:
+        return X
+    with np.errstate(over="ignore"):
+        cast = X.astype(dtype)
+    if not np.all(np.isfinite(cast)):
+        raise ValueError(
+            f"X has values too large for {dtype}, the precision the network "
+            f"computes in (at most {np.finfo(dtype).max:.3g} in magnitude). Scale "
+            "the features (e.g. with cbptt.preprocessing.SequenceScaler) or set "
+            "dtype='float64'."
+        )
+    return cast
 
 
 # How far above the first epoch's loss the last may end before a fit warns

@@ -8,6 +8,8 @@ network's logits back to probabilities; training lives in ``_base``.
 
 import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import column_or_1d
 
@@ -29,6 +31,11 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
     minibatch with OpenMP; results do not depend on the number of threads.
 
     %(parameters)s
+    class_weight : dict, "balanced" or None, default=None
+        Weight of each class in the loss (and the early-stopping score),
+        multiplying ``sample_weight``: ``{label: weight}``, or "balanced" for
+        ``n_samples / (n_classes * np.bincount(y))`` (not with
+        ``partial_fit``). None weighs every class 1.
 
     Attributes
     ----------
@@ -45,9 +52,9 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
     -----
     ``X`` is a 3-D array ``(n_samples, n_timesteps, n_features)``, a 2-D array
     ``(n_samples, n_timesteps)`` of univariate sequences, or a list of
-    ``(n_timesteps_i, n_features)`` arrays of different lengths. The data's
-    dtype decides the precision: float32 input trains in float32, anything
-    else in float64. Sequences at predict time may have any length.
+    ``(n_timesteps_i, n_features)`` arrays of different lengths. The network
+    computes in ``dtype`` (float32 by default) whatever X's dtype.
+    Sequences at predict time may have any length.
 
     Examples
     --------
@@ -61,6 +68,83 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
     """
 
     _loss = "cross_entropy"
+
+    _parameter_constraints = {
+        **BaseRNN._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        cell="gru",
+        hidden_layer_sizes=(64,),
+        nonlinearity="tanh",
+        bidirectional=False,
+        pooling="last",
+        downsample=1,
+        dropout=0.0,
+        solver="adam",
+        learning_rate="constant",
+        learning_rate_init=0.01,
+        power_t=0.5,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        rho=0.9,
+        alpha=1e-4,
+        batch_size="auto",
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        clip_norm=5.0,
+        bptt_truncate=None,
+        verbose=False,
+        warm_start=False,
+        n_threads=None,
+        dtype="float32",
+        class_weight=None,
+    ):
+        super().__init__(
+            cell=cell,
+            hidden_layer_sizes=hidden_layer_sizes,
+            nonlinearity=nonlinearity,
+            bidirectional=bidirectional,
+            pooling=pooling,
+            downsample=downsample,
+            dropout=dropout,
+            solver=solver,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            rho=rho,
+            alpha=alpha,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            clip_norm=clip_norm,
+            bptt_truncate=bptt_truncate,
+            verbose=verbose,
+            warm_start=warm_start,
+            n_threads=n_threads,
+            dtype=dtype,
+        )
+        self.class_weight = class_weight
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -88,6 +172,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
                 f"got 1 class: {classes[0].tolist()!r}."
             )
         y_index = _label_indices(y, classes)
+        sample_weight = self._weigh_classes(y, y_index, classes, sample_weight)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=False)
         # Set once training succeeded: a failed fit leaves no half-fitted model.
         self.classes_ = classes
@@ -117,7 +202,16 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         classes = partial_fit_classes(self, classes)
         n_features = None if first_call else self.n_features_in_
         X, lengths, y, sample_weight = self._check_fit_data(X, y, sample_weight, n_features)
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the "
+                "class frequencies of the whole data are unknown. Compute them once "
+                "with sklearn.utils.class_weight.compute_class_weight('balanced', "
+                "classes=classes, y=y) and pass the dict {class: weight} as "
+                "class_weight."
+            )
         y_index = _label_indices(y, classes)
+        sample_weight = self._weigh_classes(y, y_index, classes, sample_weight)
         self._fit(X, lengths, y_index, sample_weight, len(classes), incremental=True)
         if first_call:  # only once training succeeded, as in fit
             self.classes_ = classes
@@ -171,10 +265,17 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         return log_probabilities
 
     # -- internals ---------------------------------------------------------
+    def _weigh_classes(self, y, y_index, classes, sample_weight):
+        """sample_weight times each sample's class weight (None if neither
+        is given); the loss and the early-stopping score both use it."""
+        if self.class_weight is None:
+            return sample_weight
+        weights = compute_class_weight(self.class_weight, classes=classes, y=y)[y_index]
+        return weights if sample_weight is None else sample_weight * weights
+
     def _check_targets(self, y):
         y = column_or_1d(y, warn=True)
-        if y.dtype.kind not in "biu":  # integer labels are always class labels
-            check_classification_targets(y)
+        check_class_labels(y)
         return y
 
     def _validation_stratify(self, y, n_val):
@@ -189,6 +290,16 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
     def _validation_metric(self, logits, y, sample_weight):
         """Accuracy of the logits' classes against class indices y."""
         return np.average(np.argmax(logits, axis=1) == y, weights=sample_weight)
+
+
+def check_class_labels(y):
+    """Raise if y (an array) cannot hold class labels: non-finite floats
+    (before scikit-learn's check, whose cast of NaN would warn first) or
+    continuous values."""
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinity; class labels must be finite.")
+    if y.dtype.kind not in "biu":  # integer labels are always class labels
+        check_classification_targets(y)
 
 
 def partial_fit_classes(estimator, classes):

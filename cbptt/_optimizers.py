@@ -4,8 +4,9 @@ Why: every parameter of a model lives in one contiguous vector, so an update
 is one loop over it; that loop runs in the compiled epoch
 (``_network.train_epoch``, one nogil pass per minibatch). This module holds
 what persists between epochs: the solver's state vectors, its step count and
-its learning rate with scikit-learn's schedules. Semantics follow
-scikit-learn's MLP solvers and PyTorch's RMSprop.
+its learning rate with scikit-learn's schedules, which apply to every solver
+(scikit-learn's MLP applies them to SGD only). Semantics follow scikit-learn's
+MLP solvers and PyTorch's RMSprop.
 """
 
 import numpy as np
@@ -17,13 +18,18 @@ _CODES = _kernels.solver_codes     # Solver.kind of train_epoch
 
 class _Optimizer:
     """The solver's state vectors (state_a the size of the parameters, state_b
-    too for Adam) and its step count."""
+    too for Adam), its step count and its learning-rate schedule:
+    "constant", "invscaling" (``learning_rate_init / (n_samples_seen + 1) **
+    power_t``) or "adaptive" (divided by 5 when training stalls)."""
 
     code = None
 
-    def __init__(self, n_params, dtype, learning_rate_init):
+    def __init__(self, n_params, dtype, learning_rate_init, schedule="constant",
+                 power_t=0.5):
         self.learning_rate_init = learning_rate_init
         self.learning_rate = float(learning_rate_init)
+        self.schedule = schedule
+        self.power_t = power_t
         self.t = 0
         self.state_a = np.zeros(n_params, dtype=dtype)
         self.state_b = np.zeros(1, dtype=dtype)    # used by Adam only
@@ -54,32 +60,10 @@ class _Optimizer:
         raise NotImplementedError
 
     def epoch_ends(self, n_samples_seen):
-        pass
-
-    def reduce_learning_rate(self):
-        """For SGD's "adaptive" schedule; False: the rate stays as it is."""
-        return False
-
-
-class SGD(_Optimizer):
-    """SGD with optional (Nesterov) momentum and MLPClassifier's schedules."""
-
-    code = _CODES["sgd"]
-
-    def __init__(self, n_params, dtype, learning_rate_init, learning_rate="constant",
-                 power_t=0.5, momentum=0.9, nesterov=True):
-        super().__init__(n_params, dtype, learning_rate_init)
-        self.schedule = learning_rate
-        self.power_t = power_t
-        self.momentum = momentum
-        self.nesterov = nesterov
-
-    def _hyperparameters(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov}
-
-    def epoch_ends(self, n_samples_seen):
         if self.schedule == "invscaling":
-            self.learning_rate = self.learning_rate_init / (n_samples_seen + 1) ** self.power_t
+            # ** -power_t underflows to 0 where / ** power_t would overflow.
+            self.learning_rate = (self.learning_rate_init
+                                  * (n_samples_seen + 1.0) ** -self.power_t)
 
     def reduce_learning_rate(self):
         """Divide the rate by 5 ("adaptive" schedule); False when it is
@@ -90,14 +74,29 @@ class SGD(_Optimizer):
         return True
 
 
+class SGD(_Optimizer):
+    """SGD with optional (Nesterov) momentum."""
+
+    code = _CODES["sgd"]
+
+    def __init__(self, n_params, dtype, learning_rate_init, schedule="constant",
+                 power_t=0.5, momentum=0.9, nesterov=True):
+        super().__init__(n_params, dtype, learning_rate_init, schedule, power_t)
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def _hyperparameters(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+
 class Adam(_Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction folded into the step size."""
 
     code = _CODES["adam"]
 
-    def __init__(self, n_params, dtype, learning_rate_init, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8):
-        super().__init__(n_params, dtype, learning_rate_init)
+    def __init__(self, n_params, dtype, learning_rate_init, schedule="constant",
+                 power_t=0.5, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        super().__init__(n_params, dtype, learning_rate_init, schedule, power_t)
         self.state_b = np.zeros(n_params, dtype=dtype)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -112,8 +111,9 @@ class RMSProp(_Optimizer):
 
     code = _CODES["rmsprop"]
 
-    def __init__(self, n_params, dtype, learning_rate_init, rho=0.9, epsilon=1e-8):
-        super().__init__(n_params, dtype, learning_rate_init)
+    def __init__(self, n_params, dtype, learning_rate_init, schedule="constant",
+                 power_t=0.5, rho=0.9, epsilon=1e-8):
+        super().__init__(n_params, dtype, learning_rate_init, schedule, power_t)
         self.rho = rho
         self.epsilon = epsilon
 
@@ -123,12 +123,10 @@ class RMSProp(_Optimizer):
 
 def make_optimizer(estimator, n_params, dtype):
     """The optimizer an estimator's parameters ask for."""
+    common = (n_params, dtype, estimator.learning_rate_init, estimator.learning_rate,
+              estimator.power_t)
     if estimator.solver == "sgd":
-        return SGD(n_params, dtype, estimator.learning_rate_init,
-                   estimator.learning_rate, estimator.power_t, estimator.momentum,
-                   estimator.nesterovs_momentum)
+        return SGD(*common, estimator.momentum, estimator.nesterovs_momentum)
     if estimator.solver == "adam":
-        return Adam(n_params, dtype, estimator.learning_rate_init,
-                    estimator.beta_1, estimator.beta_2, estimator.epsilon)
-    return RMSProp(n_params, dtype, estimator.learning_rate_init, estimator.rho,
-                   estimator.epsilon)
+        return Adam(*common, estimator.beta_1, estimator.beta_2, estimator.epsilon)
+    return RMSProp(*common, estimator.rho, estimator.epsilon)

@@ -48,9 +48,9 @@ class RNNRegressor(MultiOutputMixin, RegressorMixin, BaseRNN):
     -----
     ``X`` is a 3-D array ``(n_samples, n_timesteps, n_features)``, a 2-D array
     ``(n_samples, n_timesteps)`` of univariate sequences, or a list of
-    ``(n_timesteps_i, n_features)`` arrays of different lengths. The data's
-    dtype decides the precision: float32 input trains in float32, anything
-    else in float64. Sequences at predict time may have any length.
+    ``(n_timesteps_i, n_features)`` arrays of different lengths. The network
+    computes in ``dtype`` (float32 by default) whatever X's dtype.
+    Sequences at predict time may have any length.
 
     The loss is ``sum_i w_i l_i / sum_i w_i`` with ``l_i = 1 / (2 C) *
     sum_c (y_pred_ic - y_ic)^2`` over the C outputs, plus the L2 term. The
@@ -175,13 +175,14 @@ class RNNRegressor(MultiOutputMixin, RegressorMixin, BaseRNN):
 
 
 def _as_targets(y, dtype):
-    """y as the kernels read it: (n_samples, n_outputs), C-contiguous, X's dtype."""
+    """y as the kernels read it: (n_samples, n_outputs), C-contiguous, in the
+    training dtype."""
     with np.errstate(over="ignore"):  # the error below says it, not a RuntimeWarning
         targets = np.ascontiguousarray(np.reshape(y, (len(y), -1)), dtype=dtype)
     if not np.all(np.isfinite(targets)):
         raise ValueError(
-            f"y has values too large for {np.dtype(dtype).name}, the precision X "
-            "trains in. Scale the targets (e.g. with TransformedTargetRegressor) "
-            "or pass X as float64."
+            f"y has values too large for {np.dtype(dtype).name}, the precision the "
+            "network trains in. Scale the targets (e.g. with "
+            "TransformedTargetRegressor) or set dtype='float64'."
         )
     return targets

@@ -92,6 +92,13 @@ def _is_ragged_list(X):
     return False
 
 
+def is_array_of_sequences(X):
+    """Whether X is a 1-D object array of sequences, which every entry point
+    reads as the list of them."""
+    return (isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1
+            and len(X) > 0 and all(np.ndim(seq) >= 1 for seq in X))
+
+
 def check_sequences(
     X, *, dtype=FLOAT_DTYPES, n_features=None, estimator_name=None, ensure_all_finite=True
 ):
@@ -125,9 +132,8 @@ def check_sequences(
         )
     if sparse.issparse(X):
         raise TypeError(_SPARSE.format(name="X"))
-    if (isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1 and len(X)
-            and all(np.ndim(seq) >= 1 for seq in X)):
-        X = list(X)  # a 1-D object array of sequences is a list of them
+    if is_array_of_sequences(X):
+        X = list(X)
     if isinstance(X, (list, tuple)) and any(sparse.issparse(seq) for seq in X):
         raise TypeError(_SPARSE.format(name="a sequence in X"))
     if _is_ragged_list(X):

@@ -14,14 +14,15 @@ aligned with X); predictions come back in the form X was given.
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_array
 
 from cbptt._base import BaseRNN
-from cbptt._classifier import _label_indices, partial_fit_classes
+from cbptt._classifier import _label_indices, check_class_labels, partial_fit_classes
 from cbptt._docs import fill_doc
 from cbptt._kernels._utils import softmax
 from cbptt._regressor import _as_targets
+from cbptt._sequences import is_array_of_sequences
 
 
 class _StepRNN(BaseRNN):
@@ -29,7 +30,7 @@ class _StepRNN(BaseRNN):
 
     _parameter_constraints = {
         name: rule for name, rule in BaseRNN._parameter_constraints.items()
-        if name != "pooling"
+        if name not in ("pooling", "downsample")
     }
 
     def __init__(
@@ -63,6 +64,7 @@ class _StepRNN(BaseRNN):
         verbose=False,
         warm_start=False,
         n_threads=None,
+        dtype="float32",
     ):
         self.cell = cell
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -93,6 +95,10 @@ class _StepRNN(BaseRNN):
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_threads = n_threads
+        self.dtype = dtype
+
+    def _requested_window(self, n_timesteps):
+        return None   # an output per input step: no averaging of steps
 
     def _head(self):
         return "sequence"
@@ -499,7 +505,8 @@ class RNNStepRegressor(RegressorMixin, _StepRNN):
 # -- the forms of per-step targets and predictions ----------------------------------
 
 def _is_sequence_list(X):
-    return isinstance(X, (list, tuple))
+    """A list of sequences (or of per-sequence targets), in any form."""
+    return isinstance(X, (list, tuple)) or is_array_of_sequences(X)
 
 
 def _lengths_of(X, n_timesteps):
@@ -553,8 +560,7 @@ def _pad_targets(y, lengths, n_timesteps):
 def _step_classes(labels):
     """The sorted classes of the labels at valid steps (at least 2)."""
     labels = np.asarray(labels)
-    if labels.dtype.kind not in "biu":
-        check_classification_targets(labels)
+    check_class_labels(labels)
     classes = unique_labels(labels)
     if len(classes) < 2:
         raise ValueError(

@@ -582,14 +582,8 @@ def test_array_list_and_thread_count_train_the_same_model(cls, n, T, univariate,
             np.testing.assert_array_equal(value, fits[0][name], err_msg=name)
 
 
-# -- defects found by the generated cases; each flips to a pass once fixed ---------
+# -- defects the generated cases found, held fixed -----------------------------------
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "SGD's invscaling schedule computes learning_rate_init / (n_samples_seen + 1) "
-    "** power_t with Python floats, which raise OverflowError past 1.8e308: "
-    "RNNRegressor(solver='sgd', learning_rate='invscaling', power_t=400.0, "
-    "max_iter=1).fit(np.zeros((8, 4, 2)), np.zeros(8)) -> OverflowError (34, "
-    "'Numerical result out of range'); power_t accepts any value >= 0."))
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_invscaling_with_a_large_power_t(cls):
     X = np.random.default_rng(0).normal(size=(8, 4, 2))
@@ -600,12 +594,6 @@ def test_invscaling_with_a_large_power_t(cls):
         _check_predictions(fitted, X)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason=(
-    "Float labels with NaN or inf reach sklearn's type_of_target, whose cast "
-    "to int64 warns, before the finiteness check: RNNClassifier().fit(X, "
-    "np.array([0, 1, np.nan, 0])) raises 'Input y contains NaN.' with a "
-    "RuntimeWarning 'invalid value encountered in cast' (MLPClassifier checks "
-    "y's finiteness first and does not warn)."))
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("cls", CLASSIFIERS)
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -618,12 +606,6 @@ def test_non_finite_labels_raise_without_a_runtime_warning(cls, value):
         _tiny(cls).fit(X, y)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason=(
-    "BaseRNN._check_fit_data tests np.sum(sample_weight) > 0, which overflows "
-    "(RuntimeWarning 'overflow encountered in reduce') when the weights are "
-    "finite but their sum is not: RNNRegressor(max_iter=1).fit(X, y, "
-    "sample_weight=np.full(6, 1e308)); the fit itself succeeds (the weights are "
-    "scaled by their maximum)."))
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("cls", ESTIMATORS)
@@ -634,14 +616,6 @@ def test_sample_weights_whose_sum_overflows(cls):
     _check_predictions(model, X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fit reads a 1-D object array of sequences as the list of them, but the "
-    "per-step estimators' predict and score (_step._is_sequence_list, "
-    "_lengths_of) take it for a padded array: with X = np.empty(2, object), "
-    "X[0] = np.zeros((1, 1)), X[1] = np.zeros((2, 1)), y = [[0], [1, 0]], "
-    "RNNStepClassifier().fit(X, y).predict(X) is a (2, 2) array with a label "
-    "for the step X[0] does not have, and .score(X, y) raises 'y[0] has shape "
-    "(1,), but X[0] has 2 steps'."))
 @pytest.mark.parametrize("cls", PER_STEP)
 def test_object_array_of_sequences_per_step(cls):
     rng = np.random.default_rng(0)
