@@ -195,18 +195,17 @@ def fit_torch(X, y, X_test, seed):
 
 
 def _auto_batch(n):
-    from cbptt import RNNClassifier
+    from cbptt._base import auto_batch_size
 
-    return RNNClassifier()._batch_size(n)
+    return auto_batch_size(n)
 
 
 def _input_window(params, X):
-    window = params.get("input_window", 1)
-    if window == "auto":
-        from cbptt._base import auto_input_window
+    if params["downsample"] == "auto":
+        from cbptt._base import auto_window
 
-        return auto_input_window(max(len(s) for s in X))
-    return window or 1
+        return auto_window(max(len(s) for s in X))
+    return params["downsample"]
 
 
 def _average_windows(x, window):

@@ -131,12 +131,12 @@ class BaseRNN(BaseEstimator):
         hidden_layer_sizes=(64,),
         nonlinearity="tanh",
         bidirectional=False,
-        pooling="last",
-        downsample=1,
+        pooling="max",
+        downsample="auto",
         dropout=0.0,
         solver="adam",
-        learning_rate="constant",
-        learning_rate_init=0.01,
+        learning_rate="adaptive",
+        learning_rate_init=0.003,
         power_t=0.5,
         momentum=0.9,
         nesterovs_momentum=True,
@@ -233,7 +233,7 @@ class BaseRNN(BaseEstimator):
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
-            return min(64, n_samples)
+            return auto_batch_size(n_samples)
         if self.batch_size > n_samples:
             warnings.warn(
                 f"Got batch_size={self.batch_size} larger than the number of "
@@ -272,13 +272,19 @@ class BaseRNN(BaseEstimator):
             optimizer = self._optimizer.astype(dtype)
         else:
             optimizer = make_optimizer(self, network.n_params, dtype)
+        # getattr: weights_ may have been set by hand (trained elsewhere),
+        # without a training history.
+        best_loss = getattr(self, "best_loss_", None)
+        scores = getattr(self, "validation_scores_", None)
         history = {
-            "loss_curve_": list(self.loss_curve_), "n_iter_": self.n_iter_,
-            "t_": self.t_,
-            "best_loss_": np.inf if self.best_loss_ is None else self.best_loss_,
-            "validation_scores_": self.validation_scores_,
-            "best_validation_score_": self.best_validation_score_,
+            "loss_curve_": list(getattr(self, "loss_curve_", [])),
+            "n_iter_": getattr(self, "n_iter_", 0), "t_": getattr(self, "t_", 0),
+            "best_loss_": np.inf if best_loss is None else best_loss,
+            "validation_scores_": scores,
+            "best_validation_score_": getattr(self, "best_validation_score_", None),
         }
+        if self.early_stopping and scores is None:  # switched on since the last fit
+            history["validation_scores_"], history["best_validation_score_"] = [], -np.inf
         if hasattr(self, "downsample_"):
             history["downsample_"] = self.downsample_
         return params, optimizer, history
@@ -294,8 +300,12 @@ class BaseRNN(BaseEstimator):
         X, lengths = average_windows(X, lengths, history.get("downsample_", 1))
         early_stopping = self.early_stopping and not incremental
         train = np.arange(X.shape[0])
-        if early_stopping:
-            train, val = self._validation_split(y, rng)
+        split = self._validation_split(y, rng) if early_stopping else None
+        if split is not None:
+            train, val = split
+        elif early_stopping:  # too few samples to hold some out
+            early_stopping = False
+            history["validation_scores_"] = history["best_validation_score_"] = None
         if sample_weight is not None and not np.any(sample_weight[train] > 0):
             raise ValueError(
                 "Every training sample left after the early-stopping validation "
@@ -311,7 +321,10 @@ class BaseRNN(BaseEstimator):
         n_threads = effective_n_threads(self.n_threads)
         epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
         epoch.check_numerics(optimizer)
-        best_params = None
+        # A warm start with early stopping starts from the best weights of the
+        # previous fit; they stay the best unless this fit beats their score.
+        best_params = (params.copy() if early_stopping
+                       and np.isfinite(history["best_validation_score_"]) else None)
         no_improvement = 0
         converged = interrupted = False
         epochs_done = 0
@@ -444,14 +457,24 @@ class BaseRNN(BaseEstimator):
         return outputs.astype(given_dtype, copy=False)
 
     def _validation_split(self, y, rng):
-        """(train, validation) indices for early stopping."""
+        """(train, validation) indices for early stopping, or None (with a
+        warning) when the validation set would be too small to mean anything."""
         n_val = int(np.ceil(self.validation_fraction * len(y)))
-        if n_val < 2 or len(y) - n_val < 1:
+        if len(y) - n_val < 1:
             raise ValueError(
-                f"The validation set for early stopping would have {n_val} of the "
-                f"{len(y)} samples; it needs at least 2 and must leave some for "
-                "training. Adjust validation_fraction or pass more data."
+                f"validation_fraction={self.validation_fraction} of {len(y)} samples "
+                "leaves none for training. Lower validation_fraction."
             )
+        if n_val < MIN_VALIDATION_SAMPLES:
+            warnings.warn(
+                f"early_stopping=True: validation_fraction={self.validation_fraction} "
+                f"of {len(y)} samples is {n_val} validation samples, too few to "
+                f"tell progress from noise (at least {MIN_VALIDATION_SAMPLES} are "
+                f"needed); training on all {len(y)} samples without early stopping. "
+                "Raise validation_fraction or pass more data.",
+                UserWarning,
+            )
+            return None
         train, val = train_test_split(
             np.arange(len(y)), test_size=self.validation_fraction,
             random_state=rng.randint(np.iinfo(np.int32).max),
@@ -543,6 +566,17 @@ class _Epoch:
             _raise_diverged(epoch_number, optimizer)
         return total_loss / total_weight
 
+
+def auto_batch_size(n_samples):
+    """batch_size="auto": n_samples / 16 within [16, 64]. Small data sets get
+    at least 16 optimizer steps per epoch (a fixed 64 gave one step per epoch
+    below 64 samples, and training stopped at chance); large ones minibatches
+    that keep every thread busy."""
+    return min(n_samples, max(16, min(64, n_samples // 16)))
+
+
+# Fewer validation samples than this and early stopping would follow noise.
+MIN_VALIDATION_SAMPLES = 20
 
 # downsample="auto" averages windows of n_timesteps // AUTO_STEPS steps.
 AUTO_STEPS = 100
