@@ -27,15 +27,17 @@ _PARAMETERS = """
         during training only (as PyTorch's ``dropout``).
     solver : {"adam", "sgd", "rmsprop"}, default="adam"
         Optimizer of the weights.
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="adaptive"
         Learning rate schedule, for every solver (``MLPClassifier`` applies
         it to SGD only): "constant" keeps ``learning_rate_init``;
         "invscaling" uses ``learning_rate_init / (t_ + 1) ** power_t`` after
         each epoch (with Adam and RMSProp this scales their per-weight step
-        sizes); "adaptive" (reduce on plateau) divides the rate by 5 each
-        time the training loss (or validation score) stops improving for
-        ``n_iter_no_change`` epochs, and stops once it falls below 1e-6.
-    learning_rate_init : float, default=0.01
+        sizes); "adaptive" (reduce on plateau, the default) divides the rate
+        by 5 each time the training loss (or validation score) stops
+        improving for ``n_iter_no_change`` epochs, and training stops once
+        the rate falls below 1e-6. The default settles where a constant rate
+        oscillates, and does not stop while the loss still falls slowly.
+    learning_rate_init : float, default=0.003
         Initial step size.
     power_t : float, default=0.5
         Exponent of the "invscaling" schedule.
@@ -55,7 +57,9 @@ _PARAMETERS = """
         ``alpha / (2 * n) * ||W||^2``, n being %(l2_count)s
         (with ``sample_weight``: their sum of weights).
     batch_size : int or "auto", default="auto"
-        Minibatch size; "auto" is ``min(64, n_samples)``.
+        Minibatch size; "auto" is ``n_samples // 16`` within [16, 64] (all
+        samples if fewer than 16): small data sets get at least 16 optimizer
+        steps per epoch, large ones minibatches that keep every thread busy.
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
@@ -71,7 +75,10 @@ _PARAMETERS = """
         Hold out ``validation_fraction`` of the data (%(split)s), stop when
         its %(score)s stops improving and keep the best weights seen.
     validation_fraction : float, default=0.1
-        Fraction of the training data held out for early stopping.
+        Fraction of the training data held out for early stopping. A
+        validation set of fewer than 20 samples would follow noise: then a
+        warning says so and training uses all samples, without early
+        stopping.
     clip_norm : float or None, default=5.0
         Rescale each minibatch gradient so that its global L2 norm is at most
         ``clip_norm``; None disables clipping.
@@ -112,7 +119,7 @@ _ATTRIBUTES = """
     best_validation_score_ : float or None
         Best held-out %(score)s with ``early_stopping=True``.
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run.%(downsample_attribute)s
     t_ : int
         Number of training samples seen."""
 
@@ -135,13 +142,26 @@ _TRUNCATION_WINDOWS = """Truncated BPTT over windows of ``bptt_truncate`` steps 
 
 
 _POOLING = """
-    pooling : {"last", "mean", "max"}, default="last"
+    pooling : {"max", "mean", "last"}, default="max"
         What the output layer reads of the top recurrent layer's output
-        sequence: its state after each sequence's last step ("last"), or
-        the mean or the elementwise max of its outputs over the sequence's
-        valid steps. The pooled heads send gradient into every step, which
-        helps where the evidence lies early in long sequences; they are not
-        defined with ``bptt_truncate``."""
+        sequence: the elementwise max or the mean of its outputs over the
+        sequence's valid steps, or its state after each sequence's last step
+        ("last"). The pooled heads send gradient into every step, which
+        helps where the evidence lies early in long sequences (on the
+        datasets of ``benchmarks/realdata.py``, "max" was the most accurate);
+        they are not defined with ``bptt_truncate`` (use "last").
+    downsample : int or "auto", default="auto"
+        Average the input over consecutive windows of this many steps
+        before the first recurrent layer (the last window of a sequence
+        averages the steps it has): a sequence of T steps becomes
+        ``ceil(T / downsample)`` steps, which trains long sequences several
+        times faster and, on long real series, more accurately. "auto" is
+        ``n_timesteps // 100`` for the longest training sequence (1 below
+        200 steps); the window is fixed at fit (``downsample_``)."""
+
+_DOWNSAMPLE_ATTRIBUTE = """
+    downsample_ : int
+        Input steps averaged into one (``downsample`` resolved at fit)."""
 
 _BIDIRECTIONAL_LAST = """The
         last-state head reads the forward state at the last step and the
@@ -165,6 +185,7 @@ def fill_doc(split, score, n_out, per_step=False):
         "truncation": _TRUNCATION_WINDOWS if per_step else _TRUNCATION_LAST,
         "bidirectional": _BIDIRECTIONAL_STEPS if per_step else _BIDIRECTIONAL_LAST,
         "pooling": "" if per_step else _POOLING,
+        "downsample_attribute": "" if per_step else _DOWNSAMPLE_ATTRIBUTE,
     }
 
     def decorate(cls):
