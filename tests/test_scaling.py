@@ -68,8 +68,12 @@ def test_partial_fit_over_blocks_of_a_memmap(tmp_path, mode):
     assert X_disk.flags.writeable == (mode == "r+")
 
     block = 100
-    on_disk = RNNClassifier(hidden_layer_sizes=8, random_state=0, n_threads=1)
-    in_memory = RNNClassifier(hidden_layer_sizes=8, random_state=0, n_threads=1)
+    # The label is the sign of a running sum, which the last state carries:
+    # after 5 epochs the last-state head scores 0.945 (seeds 0-2 of the data,
+    # random_state 0-1: >= 0.925), the default max-pooled head 0.895.
+    params = dict(hidden_layer_sizes=8, pooling="last", random_state=0, n_threads=1)
+    on_disk = RNNClassifier(**params)
+    in_memory = RNNClassifier(**params)
     scores = []
     for epoch in range(5):
         for start in range(0, len(X_disk), block):
