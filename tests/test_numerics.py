@@ -80,13 +80,17 @@ def test_every_entry_point_rejects_a_boolean_truncation():
 
 @pytest.mark.parametrize("solver", ["adam", "rmsprop"])
 def test_epsilon_below_float32s_range_is_named(solver):
+    # The network trains in float32 by default whatever X's dtype, so float64
+    # data does not help; dtype="float64" does.
     X, y = _data()
-    with pytest.raises(ValueError, match=r"epsilon=1e-50 is below the smallest normal "
-                       r"float32.*pass X as float64"):
-        RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1).fit(X, y)
+    for data in (X, X.astype(np.float64)):
+        with pytest.raises(ValueError, match=r"epsilon=1e-50 is below the smallest normal "
+                           r"float32 \(1.18e-38\).*or set dtype='float64'"):
+            RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1).fit(data, y)
     with pytest.warns(Warning):  # float64 holds it: trains (ConvergenceWarning)
-        RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1, hidden_layer_sizes=(4,)
-                      ).fit(X.astype(np.float64), y)
+        clf = RNNClassifier(solver=solver, epsilon=1e-50, max_iter=1, hidden_layer_sizes=(4,),
+                            dtype="float64").fit(X, y)
+    assert all(np.all(np.isfinite(w)) for w in clf.weights_.values())
 
 
 def test_an_overflowing_l2_penalty_is_named():
@@ -98,11 +102,14 @@ def test_an_overflowing_l2_penalty_is_named():
 
 def test_a_growing_loss_warns_that_the_fit_diverges():
     # A learning rate far too large without clipping: the loss stays finite
-    # but ends far above where it started; the fit must say so.
+    # but ends far above where it started; the fit must say so. A constant
+    # rate (the warning names it as given) and the last-state head, whose
+    # loss grows the fastest here.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 10, 3))
     y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
     clf = RNNClassifier(hidden_layer_sizes=(16,), learning_rate_init=20.0, solver="sgd",
+                        learning_rate="constant", pooling="last", batch_size=64,
                         clip_norm=None, random_state=0, max_iter=50)
     with pytest.warns(Warning) as record:
         clf.fit(X, y)
