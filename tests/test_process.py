@@ -94,19 +94,27 @@ def test_fork_after_a_multithreaded_fit_works_in_the_child(tmp_path):
 
 
 @pytest.mark.parametrize("estimator", [RNNClassifier, RNNRegressor])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("first, second", [(np.float64, np.float32),
                                            (np.float32, np.float64)])
-def test_partial_fit_accepts_another_dtype(estimator, first, second):
+def test_partial_fit_accepts_another_dtype(estimator, dtype, first, second):
+    # Training continues in the estimator's dtype whatever the dtype of each
+    # batch; predictions come back in the dtype of the X they are asked for.
     X, y = _data()
-    model = estimator(hidden_layer_sizes=(8,), random_state=0)
+    model = estimator(hidden_layer_sizes=(8,), random_state=0, dtype=dtype)
     kwargs = {"classes": [0, 1]} if estimator is RNNClassifier else {}
     target = y if estimator is RNNClassifier else y.astype(float)
     model.partial_fit(X.astype(first), target, **kwargs)
     model.partial_fit(X.astype(second), target)
     model.partial_fit(X.astype(second), target)
     assert model.n_iter_ == 3
-    assert all(w.dtype == second for w in model.weights_.values())
-    assert np.all(np.isfinite(model.predict(X.astype(second))))
+    assert all(w.dtype == dtype for w in model.weights_.values())
+    assert model._optimizer.state_a.dtype == dtype
+    for X_dtype in (first, second):
+        output = (model.predict_proba(X.astype(X_dtype)) if estimator is RNNClassifier
+                  else model.predict(X.astype(X_dtype)))
+        assert output.dtype == X_dtype
+        assert np.all(np.isfinite(output))
 
 
 _INTERRUPT = textwrap.dedent("""
@@ -118,9 +126,9 @@ _INTERRUPT = textwrap.dedent("""
     if size == "large":
         # Minibatches of about a quarter second, an epoch of minutes, a
         # prediction of over a minute: an interrupt that waited for either
-        # runs into the test's timeout.
+        # runs into the test's timeout. (downsample=1: all 200 steps.)
         X = rng.normal(size=(8000, 200, 8)).astype(np.float32)
-        params = dict(cell="lstm", hidden_layer_sizes=(512,), batch_size=16)
+        params = dict(cell="lstm", hidden_layer_sizes=(512,), batch_size=16, downsample=1)
     else:  # epochs of a fraction of a second, and no early stop
         X = rng.normal(size=(2000, 30, 8)).astype(np.float32)
         params = dict(hidden_layer_sizes=(32,), batch_size=16, n_iter_no_change=10_000)
