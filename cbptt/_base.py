@@ -612,7 +612,9 @@ def as_training_dtype(X, dtype):
         return X
     with np.errstate(over="ignore"):
         cast = X.astype(dtype)
-    if not np.all(np.isfinite(cast)):
+    # Non-finite values that were finite before the cast (NaN or infinity in
+    # X itself reach here only under assume_finite, and stay as they are).
+    if not np.all(np.isfinite(cast)) and np.any(~np.isfinite(cast) & np.isfinite(X)):
         raise ValueError(
             f"X has values too large for {dtype}, the precision the network "
             f"computes in (at most {np.finfo(dtype).max:.3g} in magnitude). Scale "

@@ -137,7 +137,20 @@ _INTERRUPT = textwrap.dedent("""
     if what != "fit":
         clf.partial_fit(X[:32], y[:32], classes=[0, 1])
         before = {k: v.copy() for k, v in clf.weights_.items()}
-    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+    interrupt = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    if what == "fit":
+        # The delay counts from the first epoch's start, not from fit's
+        # setup (whose length depends on the machine's load); a Ctrl-C
+        # during the setup is a plain KeyboardInterrupt.
+        import cbptt._base
+        run = cbptt._base._Epoch.run
+        def run_after_starting_the_timer(*args):
+            if interrupt.ident is None:  # not started yet
+                interrupt.start()
+            return run(*args)
+        cbptt._base._Epoch.run = run_after_starting_the_timer
+    else:
+        interrupt.start()
     if what == "fit":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
