@@ -514,6 +514,7 @@ class _Epoch:
         for name, view in network.unpack(self.l2_mask).items():
             view[...] = name.startswith("weight")
         self.grad = np.empty(network.n_params, dtype=X.dtype)
+        self.batch_size = None
 
     def check_numerics(self, optimizer):
         """Settings that the training dtype cannot represent are errors that
@@ -541,7 +542,9 @@ class _Epoch:
         """Train one epoch in place; return its weighted mean loss."""
         est = self.estimator
         net = self.network
-        batch_size = est._batch_size(len(train))
+        if self.batch_size is None:  # once per fit: _batch_size may warn
+            self.batch_size = est._batch_size(len(train))
+        batch_size = self.batch_size
         order = rng.permutation(train) if est.shuffle else train
         n_batches = -(-len(order) // batch_size)
         seeds = (rng.randint(np.iinfo(np.int32).max, size=n_batches).astype(np.uint64)
