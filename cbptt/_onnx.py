@@ -3,9 +3,10 @@
 Why: a trained model should run where Python and cbptt are not installed (a
 C++ or Java service, a browser, an edge device). ONNX has recurrent operators
 of its own (RNN, LSTM, GRU), so each layer of a cbptt network becomes one ONNX
-node, with its gate blocks reordered from PyTorch's convention to ONNX's, and
-the head (last state, mean or max over the valid steps, or every step) a few
-tensor operations after it. The graph reproduces ``predict`` (and
+node, with its gate blocks reordered from PyTorch's convention to ONNX's; the
+input averaging of ``downsample_`` (when above 1) a few tensor operations
+before the first, and the head (last state, mean or max over the valid steps,
+or every step) a few after the last. The graph reproduces ``predict`` (and
 ``predict_proba``) and nothing of training. ``onnx`` is imported when
 ``to_onnx`` is called, never by ``import cbptt``.
 """
@@ -37,10 +38,11 @@ def to_onnx(estimator, *, with_lengths=True, opset=None, dtype="float32"):
 
     The model runs in any ONNX runtime (e.g. ``onnxruntime``) without Python
     or cbptt. Each recurrent layer is one ONNX ``RNN``, ``LSTM`` or ``GRU``
-    node; the head (``pooling``, or every step for the per-step estimators)
-    and the output layer follow as plain tensor operations. Only prediction
-    is exported: dropout (training only) is left out, and the model cannot
-    be trained further.
+    node, reading the input averaged over windows of ``downsample_`` steps
+    when that is above 1, as ``predict`` does; the head (``pooling``, or
+    every step for the per-step estimators) and the output layer follow as
+    plain tensor operations. Only prediction is exported: dropout (training
+    only) is left out, and the model cannot be trained further.
 
     Parameters
     ----------
@@ -141,8 +143,13 @@ def to_onnx(estimator, *, with_lengths=True, opset=None, dtype="float32"):
         inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64,
                                                     ["batch"]))
 
+    # The per-step estimators have no downsample_: they keep every step.
+    window = int(getattr(estimator, "downsample_", 1))
+    x, lengths = "X", ("lengths" if with_lengths else None)
+    if window > 1:
+        x, lengths = _average_windows(graph, window, estimator.n_features_in_, lengths)
     top_sequence, top_state = _recurrent_layers(graph, network, estimator.weights_,
-                                                with_lengths)
+                                                x, lengths)
     weight_out = estimator.weights_["weight_out"]
     bias_out = estimator.weights_["bias_out"]
     if per_step:
@@ -152,7 +159,7 @@ def to_onnx(estimator, *, with_lengths=True, opset=None, dtype="float32"):
         out = graph.node("Add", [out, graph.const(bias_out, "bias_out")])
         out = graph.node("Transpose", [out], perm=[1, 0, 2])
     else:
-        head_in = _head(graph, network.output, top_sequence, top_state, with_lengths)
+        head_in = _head(graph, network.output, top_sequence, top_state, lengths)
         out = graph.node("Gemm", [head_in, graph.const(weight_out, "weight_out"),
                                   graph.const(bias_out, "bias_out")], transB=1)
 
@@ -250,13 +257,61 @@ def _onnx_gates(weight, cell):
     return np.concatenate([blocks[g] for g in _ONNX_GATE_ORDER[cell]], axis=0)
 
 
-def _recurrent_layers(graph, network, weights, with_lengths):
-    """One ONNX recurrent node per layer; returns the top layer's outputs as
-    ``(sequence (time, batch, F), final states (directions, batch, H))``."""
+def _average_windows(graph, window, n_features, lengths):
+    """The input averaged over consecutive windows of ``window`` steps, as
+    ``cbptt._base.average_windows`` averages it for ``predict``: the last
+    window of a sequence averages the steps it has, and the padding past
+    ``lengths`` (when given) is not read. Returns the names of ``(x (batch,
+    windows, D), lengths of the averaged sequences or None)``."""
+    zero, one = graph.const(np.array(0), "zero"), graph.const(np.array(1), "one")
+    w = graph.const(np.array(window), "window")
+    n_steps = graph.node("Gather", [graph.node("Shape", ["X"]), one])
+    x = "X"
+    if lengths is not None:  # the padding may hold anything: zero it
+        steps = graph.node("Range", [zero, n_steps, one])
+        valid = graph.node("Less", [graph.node("Unsqueeze", [steps, graph.axes(0)]),
+                                    graph.node("Unsqueeze", [lengths, graph.axes(1)])])
+        x = graph.node("Where", [graph.node("Unsqueeze", [valid, graph.axes(2)]), x,
+                                 graph.const(np.array(0.0), "zero")])
+    # Zeros at the end up to a whole number of windows, then one sum per window.
+    w_less_one = graph.const(np.array(window - 1), "window_less_one")
+    n_windows = graph.node("Div", [graph.node("Add", [n_steps, w_less_one]), w])
+    extra = graph.node("Sub", [graph.node("Mul", [n_windows, w]), n_steps])
+    # Pad's pads: every axis's start, then every axis's end; only time's end.
+    pads = graph.node("Concat", [graph.const(np.zeros(4, dtype=np.int64), "pads_before"),
+                                 graph.node("Unsqueeze", [extra, graph.axes(0)]),
+                                 graph.const(np.zeros(1, dtype=np.int64), "pads_after")],
+                      axis=0)
+    x = graph.node("Pad", [x, pads])
+    x = graph.node("Reshape", [x, graph.const(np.array([0, -1, window, n_features]),
+                                              "shape_batch_windows_window_features")])
+    sums = graph.node("ReduceSum", [x, graph.axes(2)], keepdims=0)
+    # Window s holds min(w, L - s w) valid steps; max 1 past the sequence's end,
+    # where the sum is zero.
+    starts = graph.node("Mul", [graph.node("Range", [zero, n_windows, one]), w])
+    if lengths is None:  # every sequence is as long as the batch
+        left = graph.node("Sub", [n_steps, starts])                   # (windows,)
+    else:
+        left = graph.node("Sub", [graph.node("Unsqueeze", [lengths, graph.axes(1)]),
+                                  starts])                            # (batch, windows)
+    counts = graph.node("Max", [graph.node("Min", [left, w]), one])
+    counts = graph.node("Cast", [graph.node("Unsqueeze", [counts, graph.axes(-1)])],
+                        to=graph.float_type)
+    x = graph.node("Div", [sums, counts])
+    if lengths is not None:
+        lengths = graph.node("Div", [graph.node("Add", [lengths, w_less_one]), w])
+    return x, lengths
+
+
+def _recurrent_layers(graph, network, weights, x, lengths):
+    """One ONNX recurrent node per layer, reading ``x`` (batch, time, D) and
+    ``lengths`` (None: every sequence is ``time`` steps long); returns the top
+    layer's outputs as ``(sequence (time, batch, F), final states (directions,
+    batch, H))``."""
     cell = network.cell
-    x = graph.node("Transpose", ["X"], perm=[1, 0, 2])  # ONNX reads (time, batch, D)
-    sequence_lens = graph.node("Cast", ["lengths"], to=graph.TensorProto.INT32) \
-        if with_lengths else ""
+    x = graph.node("Transpose", [x], perm=[1, 0, 2])  # ONNX reads (time, batch, D)
+    sequence_lens = graph.node("Cast", [lengths], to=graph.TensorProto.INT32) \
+        if lengths is not None else ""
     suffixes = ("", "_reverse")[: network.n_dirs]
     n_layers = len(network.hidden_sizes)
     for k, n_hidden in enumerate(int(h) for h in network.hidden_sizes):
@@ -284,35 +339,37 @@ def _recurrent_layers(graph, network, weights, with_lengths):
             return x, y_h
 
 
-def _head(graph, output, sequence, state, with_lengths):
-    """The head's input ``e`` (batch, F) from the top layer."""
+def _head(graph, output, sequence, state, lengths):
+    """The head's input ``e`` (batch, F) from the top layer, whose sequences
+    have ``lengths`` steps (None: as many as ``sequence`` has)."""
     if output == "last":
         # Y_h: each direction's state after its last step, forward first.
         state = graph.node("Transpose", [state], perm=[1, 0, 2])
         return graph.node("Reshape", [state, graph.const(np.array([0, -1]),
                                                          "shape_batch_features")])
-    if not with_lengths:
+    if lengths is None:
         reduce = "ReduceMean" if output == "mean" else "ReduceMax"
         return graph.reduce(reduce, sequence)
-    valid = _valid_steps(graph)
+    valid = _valid_steps(graph, sequence, lengths)
     if output == "mean":
         zero = graph.const(np.array(0.0), "zero")
         total = graph.reduce("ReduceSum", graph.node("Where", [valid, sequence, zero]))
-        lengths = graph.node("Unsqueeze", ["lengths", graph.axes(1)])  # (batch, 1)
+        lengths = graph.node("Unsqueeze", [lengths, graph.axes(1)])  # (batch, 1)
         counts = graph.node("Cast", [lengths], to=graph.float_type)
         return graph.node("Div", [total, counts])
     lowest = graph.const(np.array(-np.inf, dtype=graph.dtype), "minus_infinity")
     return graph.reduce("ReduceMax", graph.node("Where", [valid, sequence, lowest]))
 
 
-def _valid_steps(graph):
-    """Boolean (time, batch, 1): whether step t is within sequence i's length."""
-    shape = graph.node("Shape", ["X"])
-    n_steps = graph.node("Gather", [shape, graph.const(np.array(1), "one")])
+def _valid_steps(graph, sequence, lengths):
+    """Boolean (time, batch, 1): whether step t of ``sequence`` (time, batch,
+    F) is within sequence i's length."""
+    shape = graph.node("Shape", [sequence])
+    n_steps = graph.node("Gather", [shape, graph.const(np.array(0), "zero")])
     steps = graph.node("Range", [graph.const(np.array(0), "zero"), n_steps,
                                  graph.const(np.array(1), "one")])
     steps = graph.node("Unsqueeze", [steps, graph.axes(1)])          # (time, 1)
-    lengths = graph.node("Unsqueeze", ["lengths", graph.axes(0)])    # (1, batch)
+    lengths = graph.node("Unsqueeze", [lengths, graph.axes(0)])      # (1, batch)
     valid = graph.node("Less", [steps, lengths])
     return graph.node("Unsqueeze", [valid, graph.axes(2)])
 
@@ -348,11 +405,12 @@ class _Graph:
         return tensor.name
 
     def const(self, array, name):
-        """A constant: float arrays in the graph's dtype, integers as int64;
-        equal constants are one initializer."""
+        """A constant: float arrays in the graph's dtype, integers as int64,
+        0-d arrays as scalars; equal constants are one initializer."""
         array = np.asarray(array)
-        array = np.ascontiguousarray(
-            array, dtype=self.dtype if array.dtype.kind == "f" else np.int64)
+        # np.array, not np.ascontiguousarray, which makes a scalar 1-D.
+        array = np.array(array, dtype=self.dtype if array.dtype.kind == "f" else np.int64,
+                         order="C")
         key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self._constants:
             tensor = self.numpy_helper.from_array(array, self._unique(name))

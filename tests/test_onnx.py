@@ -5,7 +5,8 @@ Every estimator, cell, topology (one layer, stacked layers of different
 sizes, stacked and bidirectional) and head is exported once and run on a
 ragged batch padded with noise (the "lengths" input) and on a batch of
 another size and length; labels, probabilities and predictions must match
-``predict`` and ``predict_proba`` in float32. Then: the models without
+``predict`` and ``predict_proba`` in float32. Then: the input averaging of
+``downsample_`` (windows of 2 and 3 steps, and 'auto'), the models without
 "lengths", opsets on both sides of ReduceMax's change (18), float64 (in
 onnx's reference evaluator, as onnxruntime runs recurrent operators in
 float32 only), the types of class labels, the inputs and outputs the graph
@@ -298,6 +299,87 @@ def test_dropout_is_training_only():
     X_padded, lengths = _padded(X)
     got = _run(_session(to_onnx(estimator)), X_padded, lengths)
     _check_same_predictions(estimator, got, X, lengths)
+
+
+# -- input averaging (downsample_) ----------------------------------------------
+
+POOLED_HEADS = [head for head in HEADS if head[1] is not None]
+
+
+@pytest.mark.parametrize("estimator_class, pooling", POOLED_HEADS,
+                         ids=[f"{cls.__name__}-{pool}" for cls, pool in POOLED_HEADS])
+@pytest.mark.parametrize("window", [2, 3])
+def test_downsample_averages_the_input_as_predict(estimator_class, pooling, window):
+    estimator = _fit(estimator_class, pooling, cell="gru", hidden_layer_sizes=(4, 3),
+                     bidirectional=True, downsample=window)
+    assert estimator.downsample_ == window
+    session = _session(to_onnx(estimator))
+    # Last windows of 1 and 2 steps (and whole ones), a sequence shorter than
+    # a window, 8 steps (not a multiple of 3), padding filled with noise.
+    X = _sequences([7, 1, 5, 8, 3, 6], seed=10)
+    X_padded, lengths = _padded(X)
+    _check_same_predictions(estimator, _run(session, X_padded, lengths), X, lengths)
+    # Without "lengths": every sequence has all 7 steps, the last window
+    # averages 7 - 6 = 1 (window 2 or 3) of them.
+    session = _session(to_onnx(estimator, with_lengths=False))
+    X = _sequences([7] * 3, seed=11)
+    _check_same_predictions(estimator, _run(session, np.stack(X)), X, [7] * 3)
+
+
+@pytest.mark.parametrize("estimator_class, pooling", [(RNNClassifier, "max"),
+                                                      (RNNRegressor, "mean")])
+def test_downsample_auto_on_long_sequences(estimator_class, pooling):
+    rng = np.random.default_rng(12)
+    X = _sequences(rng.integers(200, 231, size=6), seed=13)
+    estimator = estimator_class(cell="lstm", hidden_layer_sizes=(3,), pooling=pooling,
+                                max_iter=1, random_state=0)
+    estimator.fit(X, _targets(estimator_class, X, seed=14))
+    assert estimator.downsample_ == 2  # 230 // 100
+    X = _sequences([203, 150, 201, 38], seed=15)
+    X_padded, lengths = _padded(X)
+    got = _run(_session(to_onnx(estimator)), X_padded, lengths)
+    _check_same_predictions(estimator, got, X, lengths)
+    # The model differs from one that reads every step.
+    estimator.downsample_ = 1
+    every_step = _run(_session(to_onnx(estimator)), X_padded, lengths)
+    name = "probabilities" if estimator_class is RNNClassifier else "predictions"
+    assert np.abs(every_step[name] - got[name]).max() > 1e-3
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_downsample_at_the_oldest_and_a_newer_opset(opset, with_lengths):
+    estimator = _fit(RNNRegressor, "mean", cell="rnn", hidden_layer_sizes=(3,),
+                     downsample=3)
+    model = to_onnx(estimator, opset=opset, with_lengths=with_lengths)
+    X = _sequences([5, 2, 4] if with_lengths else [5, 5], seed=16)
+    X_padded, lengths = _padded(X)
+    got = _run(_session(model), X_padded, lengths if with_lengths else None)
+    _check_same_predictions(estimator, got, X, lengths)
+
+
+def test_downsample_in_float64():
+    from onnx.reference import ReferenceEvaluator
+
+    estimator = _fit(RNNRegressor, "max", cell="lstm", hidden_layer_sizes=(3,),
+                     downsample=2, dtype="float64")
+    model = to_onnx(estimator, with_lengths=False, dtype="float64")
+    X = np.random.default_rng(17).normal(size=(3, 5, N_FEATURES))
+    (got,) = ReferenceEvaluator(model).run(None, {"X": X})
+    assert got.dtype == np.float64
+    assert_allclose(got, estimator.predict(X), rtol=1e-10, atol=1e-12)
+
+
+def test_no_averaging_without_downsample():
+    # downsample_ = 1 (here 'auto' on short sequences) and the per-step
+    # estimators (no downsample_) feed X to the first layer as it is.
+    for estimator in (_fit(RNNClassifier, "mean", cell="rnn", hidden_layer_sizes=(3,)),
+                      _fit(RNNStepRegressor, cell="rnn", hidden_layer_sizes=(3,))):
+        assert getattr(estimator, "downsample_", 1) == 1
+        nodes = to_onnx(estimator).graph.node
+        assert not {"Pad", "Reshape"} & {n.op_type for n in nodes[:3]}
+        assert "Pad" not in {n.op_type for n in nodes}
+        assert nodes[0].op_type == "Transpose" and list(nodes[0].input) == ["X"]
 
 
 # -- errors ---------------------------------------------------------------------
