@@ -121,6 +121,11 @@ _INTERRUPT = textwrap.dedent("""
     import os, signal, sys, threading, warnings
     import numpy as np
     from cbptt import RNNClassifier
+    # Python maps SIGINT to KeyboardInterrupt unless the process was started
+    # with it ignored (as a background job of a non-interactive shell, which
+    # is how some CI runners start their steps); Ctrl-C is then a no-op by
+    # design, so the test puts the usual handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     what, size, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
     rng = np.random.default_rng(0)
     if size == "large":
