@@ -28,6 +28,7 @@ flags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize
 step "build the working tree with CFLAGS=\"$flags\""
 mkdir "$work/src" "$work/scratch"
 git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' file; do [ -e "$file" ] && printf '%s\0' "$file"; done \
     | tar --null -T - -cf - | tar -xf - -C "$work/src"
 python3 -m venv "$work/venv"
 py="$work/venv/bin/python"
@@ -42,12 +43,16 @@ for so in "$site"/cbptt/_kernels/*.so; do
 done
 echo "  instrumented: $(cd "$site/cbptt/_kernels" && echo *.so)"
 
-cc=${CC:-cc}
-export LD_PRELOAD=$("$cc" -print-file-name=libasan.so)
-export ASAN_OPTIONS=detect_leaks=0
-export UBSAN_OPTIONS=print_stacktrace=1
+# The ASan runtime the modules were linked with, preloaded for the Python
+# commands only (not for the shell tools between them).
+libasan=$(ldd "$site"/cbptt/_kernels/_utils*.so | awk '/libasan/ {print $3}')
+[ -f "$libasan" ] || { echo "the modules do not link libasan"; exit 1; }
+asan_py() {
+    LD_PRELOAD=$libasan ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+        "$py" "$@"
+}
 cd "$work/scratch"  # the source tree's cbptt/ has no compiled modules
-isas=$("$py" -c "
+isas=$(asan_py -c "
 import cbptt._kernels as k, importlib.util as u
 print(' '.join(i for i in k._utils.cpu_instruction_sets()
                if i == 'baseline' or u.find_spec(f'cbptt._kernels._network_{i}')))")
@@ -55,7 +60,7 @@ echo "  instruction sets: $isas"
 
 for isa in $isas; do
     step "positive control ($isa): an undersized workspace must be caught"
-    if CBPTT_INSTRUCTION_SET=$isa "$py" - >"$work/control.log" 2>&1 <<'EOF'
+    if CBPTT_INSTRUCTION_SET=$isa asan_py - >"$work/control.log" 2>&1 <<'EOF'
 import numpy as np
 from cbptt._functional import Network
 from cbptt._kernels import network as kernels
@@ -88,7 +93,7 @@ for isa in $isas; do
     [ "$isa" = "$widest" ] && tests+=("$work/src/tests"/test_properties*.py)
     step "tests under the sanitizers ($isa): ${tests[*]##*/}"
     CBPTT_INSTRUCTION_SET=$isa PYTHONDONTWRITEBYTECODE=1 \
-        "$py" -m pytest -p no:cacheprovider -q "${tests[@]}" >"$work/pytest.log" 2>&1 \
+        asan_py -m pytest -p no:cacheprovider -q "${tests[@]}" >"$work/pytest.log" 2>&1 \
         || { tail -n 80 "$work/pytest.log"; exit 1; }
     tail -n 1 "$work/pytest.log"
     if grep -q "Sanitizer" "$work/pytest.log"; then

@@ -12,6 +12,7 @@ cbptt's layout, to a cbptt estimator built from those hyperparameters.
 """
 
 import inspect
+import warnings
 
 # aeon's and sktime's fit reset the estimator before training, so there is
 # never a previous fit for warm_start to continue.
@@ -61,7 +62,12 @@ class RNNAdapterMixin:
     def _fit(self, X, y):
         names = list(inspect.signature(type(self).__init__).parameters)[1:]
         estimator = self._cbptt_class(**{name: getattr(self, name) for name in names})
-        self.estimator_ = estimator.fit(self._to_cbptt(X), y)
+        with warnings.catch_warnings():
+            # The layout is the framework's, converted: a panel of many
+            # channels and few time points is no mistake here.
+            warnings.filterwarnings("ignore", message="X has shape .* cbptt reads as",
+                                    category=UserWarning)
+            self.estimator_ = estimator.fit(self._to_cbptt(X), y)
         return self
 
     def _predict(self, X):

@@ -276,6 +276,7 @@ class BaseRNN(BaseEstimator):
         # without a training history.
         best_loss = getattr(self, "best_loss_", None)
         scores = getattr(self, "validation_scores_", None)
+        scores = None if scores is None else list(scores)  # a failed fit keeps them
         history = {
             "loss_curve_": list(getattr(self, "loss_curve_", [])),
             "n_iter_": getattr(self, "n_iter_", 0), "t_": getattr(self, "t_", 0),
@@ -285,8 +286,12 @@ class BaseRNN(BaseEstimator):
         }
         if self.early_stopping and scores is None:  # switched on since the last fit
             history["validation_scores_"], history["best_validation_score_"] = [], -np.inf
-        if hasattr(self, "downsample_"):
-            history["downsample_"] = self.downsample_
+        # partial_fit keeps the window the weights were trained with; a warm
+        # started fit follows downsample, as it follows every parameter.
+        window = (getattr(self, "downsample_", None) if incremental
+                  else self._requested_window(n_timesteps))
+        if window is not None:
+            history["downsample_"] = window
         return params, optimizer, history
 
     def _fit(self, X, lengths, y, sample_weight, n_outputs, incremental):
@@ -308,8 +313,13 @@ class BaseRNN(BaseEstimator):
             history["validation_scores_"] = history["best_validation_score_"] = None
         if sample_weight is not None and not np.any(sample_weight[train] > 0):
             raise ValueError(
-                "Every training sample left after the early-stopping validation "
-                "split has sample_weight 0; nothing to train on."
+                "Every training sample"
+                + (" left after the early-stopping validation split" if early_stopping
+                   else "")
+                + " has weight 0 (sample_weight"
+                + (" times class_weight" if getattr(self, "class_weight", None) is not None
+                   else "")
+                + "); nothing to train on."
             )
         if early_stopping and sample_weight is not None and not np.any(sample_weight[val] > 0):
             raise ValueError(
@@ -322,9 +332,13 @@ class BaseRNN(BaseEstimator):
         epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
         epoch.check_numerics(optimizer)
         # A warm start with early stopping starts from the best weights of the
-        # previous fit; they stay the best unless this fit beats their score.
-        best_params = (params.copy() if early_stopping
-                       and np.isfinite(history["best_validation_score_"]) else None)
+        # previous fit; scored on this fit's validation split, they stay the
+        # best unless this fit beats them.
+        best_params = None
+        if early_stopping and np.isfinite(history["best_validation_score_"]):
+            best_params = params.copy()
+            history["best_validation_score_"] = self._validation_score(
+                network, params, X, lengths, y, val, sample_weight, n_threads)
         no_improvement = 0
         converged = interrupted = False
         epochs_done = 0
@@ -599,8 +613,10 @@ def average_windows(X, lengths, window):
         return X, lengths
     n, T, D = X.shape
     n_windows = -(-T // window)
-    padded = np.zeros((n, n_windows * window, D), dtype=X.dtype)
-    padded[:, :T] = X
+    padded = X
+    if T % window:
+        padded = np.zeros((n, n_windows * window, D), dtype=X.dtype)
+        padded[:, :T] = X
     sums = padded.reshape(n, n_windows, window, D).sum(axis=2)
     counts = np.clip(lengths[:, None] - window * np.arange(n_windows), 0, window)
     sums /= np.maximum(counts, 1)[:, :, None].astype(X.dtype)

@@ -270,7 +270,17 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         is given); the loss and the early-stopping score both use it."""
         if self.class_weight is None:
             return sample_weight
-        weights = compute_class_weight(self.class_weight, classes=classes, y=y)[y_index]
+        try:  # "balanced" counts each sample by its weight, as scikit-learn does
+            per_class = compute_class_weight(self.class_weight, classes=classes, y=y,
+                                             sample_weight=sample_weight)
+        except TypeError:  # scikit-learn < 1.7 counts the samples
+            per_class = compute_class_weight(self.class_weight, classes=classes, y=y)
+        if not (np.all(np.isfinite(per_class)) and np.all(per_class >= 0)):
+            raise ValueError(
+                f"class_weight must give every class a finite, non-negative weight; "
+                f"got {dict(zip(classes.tolist(), per_class.tolist()))}."
+            )
+        weights = per_class[y_index]
         return weights if sample_weight is None else sample_weight * weights
 
     def _check_targets(self, y):

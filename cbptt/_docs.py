@@ -67,10 +67,13 @@ _PARAMETERS = """
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialization, shuffling and the validation split.
     tol : float, default=1e-4
-        Training stops when the loss (or validation score) has not improved
-        by at least ``tol`` for ``n_iter_no_change`` consecutive epochs.
+        When the loss (or validation score) has not improved by at least
+        ``tol`` for ``n_iter_no_change`` consecutive epochs, training stops;
+        with ``learning_rate="adaptive"`` the rate is divided by 5 instead,
+        and training stops once it is below 1e-6.
     n_iter_no_change : int, default=10
-        Epochs without improvement allowed before stopping.
+        Epochs without improvement allowed before stopping (or, with the
+        adaptive schedule, before the rate drops).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (%(split)s), stop when
         its %(score)s stops improving and keep the best weights seen.
@@ -125,7 +128,8 @@ _ATTRIBUTES = """
 
 
 _TRUNCATION_LAST = """Backpropagate through the last ``bptt_truncate`` steps of each
-        sequence only (truncated BPTT). None means full BPTT. Not defined
+        sequence only (truncated BPTT; steps of the network's input, after
+        ``downsample``). None means full BPTT. Not defined
         with ``bidirectional=True`` or a pooled head.
         The steps before those run forward only, so the memory of training
         grows with ``bptt_truncate``, not with the sequence length."""

@@ -26,6 +26,13 @@ _MAX_SUSPICIOUS_STEPS = 10
 _FEATURES_PER_STEP = 10
 
 
+def is_array_of_sequences(X):
+    """Whether X is a 1-D object array of sequences, which every entry point
+    reads as the list of them."""
+    return (isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1
+            and len(X) > 0 and all(np.ndim(seq) >= 1 for seq in X))
+
+
 def channels_last(X):
     """Convert channels-first time series to cbptt's layout.
 
@@ -82,7 +89,7 @@ def channels_last(X):
             "channels_last got a sparse matrix; time series must be dense. Use "
             ".toarray() first."
         )
-    if isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1:
+    if is_array_of_sequences(X):
         X = list(X)
     if isinstance(X, (list, tuple)):
         if len(X) == 0:

@@ -23,7 +23,11 @@ from sklearn import get_config
 from sklearn.utils.validation import check_array
 
 from cbptt._kernels._utils import all_finite
-from cbptt._layout import channels_first_list_hint, transposed_layout_hint
+from cbptt._layout import (
+    channels_first_list_hint,
+    is_array_of_sequences,
+    transposed_layout_hint,
+)
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -90,13 +94,6 @@ def _is_ragged_list(X):
     except ValueError:
         return True
     return False
-
-
-def is_array_of_sequences(X):
-    """Whether X is a 1-D object array of sequences, which every entry point
-    reads as the list of them."""
-    return (isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1
-            and len(X) > 0 and all(np.ndim(seq) >= 1 for seq in X))
 
 
 def check_sequences(

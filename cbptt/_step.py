@@ -22,7 +22,7 @@ from cbptt._classifier import _label_indices, check_class_labels, partial_fit_cl
 from cbptt._docs import fill_doc
 from cbptt._kernels._utils import softmax
 from cbptt._regressor import _as_targets
-from cbptt._sequences import is_array_of_sequences
+from cbptt._layout import is_array_of_sequences
 
 
 class _StepRNN(BaseRNN):

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, 
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from cbptt._layout import is_array_of_sequences
 from cbptt._sequences import check_sequences
 from cbptt._step import _valid_steps
 
@@ -151,7 +152,7 @@ class SequenceScaler(
             sample_weight = _check_sample_weight(
                 sample_weight, X_padded, dtype=np.float64, ensure_non_negative=True
             )
-            if not np.sum(sample_weight) > 0:
+            if not np.any(sample_weight > 0):
                 raise ValueError(
                     "sample_weight must have a positive sum: every sequence has "
                     "weight 0, so there are no statistics to compute."
@@ -246,9 +247,7 @@ def _in_form_of(X, out, lengths):
     """The padded (n, T, D) result in the form X was given: a list with an
     array shaped as each X[i] for a list (or a 1-D object array of
     sequences), a (n, T) array for univariate 2-D X, the 3-D array otherwise."""
-    if isinstance(X, (list, tuple)) or (
-        isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim == 1
-    ):
+    if isinstance(X, (list, tuple)) or is_array_of_sequences(X):
         return [
             out[i, :length, 0] if np.ndim(seq) == 1 else out[i, :length]
             for i, (seq, length) in enumerate(zip(X, lengths))
