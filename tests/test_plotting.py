@@ -117,8 +117,10 @@ def test_without_early_stopping_the_last_epoch_is_marked(pyplot):
 
 def test_regressor_score_is_r2(pyplot):
     X, y = _data()
+    # 80 samples: a validation fraction of 0.25 holds out the 20 that early
+    # stopping needs.
     reg = _fit(RNNRegressor(hidden_layer_sizes=4, max_iter=3, early_stopping=True,
-                            random_state=0), X, X[:, -1, 0])
+                            validation_fraction=0.25, random_state=0), X, X[:, -1, 0])
     display = TrainingCurveDisplay.from_estimator(reg)
     assert display.validation_ax_.get_ylabel() == "Validation $R^2$"
     np.testing.assert_array_equal(display.validation_line_.get_ydata(),
