@@ -586,9 +586,10 @@ class _Epoch:
 
 def auto_batch_size(n_samples):
     """batch_size="auto": n_samples / 16 within [16, 64]. Small data sets get
-    at least 16 optimizer steps per epoch (a fixed 64 gave one step per epoch
-    below 64 samples, and training stopped at chance); large ones minibatches
-    that keep every thread busy."""
+    minibatches of 16, so several optimizer steps per epoch (a fixed 64 gave
+    one step per epoch below 64 samples, and training stopped at chance);
+    from 256 samples on, at least 16 steps per epoch; large ones minibatches
+    of 64 that keep every thread busy."""
     return min(n_samples, max(16, min(64, n_samples // 16)))
 
 

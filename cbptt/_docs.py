@@ -58,8 +58,10 @@ _PARAMETERS = """
         (with ``sample_weight``: their sum of weights).
     batch_size : int or "auto", default="auto"
         Minibatch size; "auto" is ``n_samples // 16`` within [16, 64] (all
-        samples if fewer than 16): small data sets get at least 16 optimizer
-        steps per epoch, large ones minibatches that keep every thread busy.
+        samples if fewer than 16): small data sets get minibatches of 16,
+        so several optimizer steps per epoch, sets of 256 samples or more at
+        least 16 steps, and large ones minibatches of 64 that keep every
+        thread busy.
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
