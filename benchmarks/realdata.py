@@ -114,19 +114,21 @@ def fit_torch(X, y, X_test, seed):
     import torch
 
     from cbptt import RNNClassifier
+    from cbptt._base import average_windows
 
-    d = RNNClassifier().get_params()
+    defaults = RNNClassifier()
+    d = defaults.get_params()
     torch.manual_seed(seed)
     rng = np.random.RandomState(seed)
     classes, y_index = np.unique(y, return_inverse=True)
-    pool = _input_window(d, X)
+    pool = defaults._requested_window(max(len(s) for s in X))
 
-    def tensors(series):
-        series = [_average_windows(s, pool) for s in series]
-        lengths = np.array([len(s) for s in series])
+    def tensors(series):   # padded, then averaged over windows as cbptt does
+        lengths = np.array([len(s) for s in series], dtype=np.intp)
         out = np.zeros((len(series), lengths.max(), series[0].shape[1]), np.float32)
         for i, s in enumerate(series):
             out[i, : len(s)] = s
+        out, lengths = average_windows(out, lengths, pool)
         return torch.from_numpy(out), torch.from_numpy(lengths)
 
     Xt, lt = tensors(X)
@@ -162,7 +164,7 @@ def fit_torch(X, y, X_test, seed):
         return head(feats)
 
     n = len(X)
-    batch = min(n, d["batch_size"]) if d["batch_size"] != "auto" else _auto_batch(n)
+    batch = defaults._batch_size(n)
     start = time.perf_counter()
     best, stall, lr = np.inf, 0, d["learning_rate_init"]
     epochs = 0
@@ -198,30 +200,6 @@ def fit_torch(X, y, X_test, seed):
     with torch.no_grad():
         pred = logits(*tensors(X_test)).argmax(1).numpy()
     return classes[pred], seconds, epochs
-
-
-def _auto_batch(n):
-    from cbptt._base import auto_batch_size
-
-    return auto_batch_size(n)
-
-
-def _input_window(params, X):
-    if params["downsample"] == "auto":
-        from cbptt._base import auto_window
-
-        return auto_window(max(len(s) for s in X))
-    return params["downsample"]
-
-
-def _average_windows(x, window):
-    if window == 1:
-        return x
-    n = -(-len(x) // window)
-    out = np.empty((n, x.shape[1]))
-    for i in range(n):
-        out[i] = x[i * window:(i + 1) * window].mean(axis=0)
-    return out
 
 
 MODELS = {

@@ -14,6 +14,14 @@ cbptt's layout, to a cbptt estimator built from those hyperparameters.
 import inspect
 import warnings
 
+# Tiny networks for the frameworks' estimator checks: a few epochs of a few
+# units, one thread (many tiny fits on a busy machine).
+TEST_PARAMS = (
+    {"hidden_layer_sizes": (4,), "max_iter": 3, "random_state": 0, "n_threads": 1},
+    {"cell": "lstm", "hidden_layer_sizes": (3,), "bidirectional": True,
+     "pooling": "mean", "max_iter": 2, "random_state": 0, "n_threads": 1},
+)
+
 # aeon's and sktime's fit reset the estimator before training, so there is
 # never a previous fit for warm_start to continue.
 _NOT_FORWARDED = ("warm_start",)

@@ -331,18 +331,18 @@ class BaseRNN(BaseEstimator):
         n_threads = effective_n_threads(self.n_threads)
         epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
         epoch.check_numerics(optimizer)
-        # A warm start with early stopping starts from the best weights of the
-        # previous fit; scored on this fit's validation split, they stay the
-        # best unless this fit beats them.
         best_params = None
-        if early_stopping and np.isfinite(history["best_validation_score_"]):
-            best_params = params.copy()
-            history["best_validation_score_"] = self._validation_score(
-                network, params, X, lengths, y, val, sample_weight, n_threads)
         no_improvement = 0
         converged = interrupted = False
         epochs_done = 0
         with single_threaded_blas():
+            # A warm start with early stopping starts from the best weights of
+            # the previous fit; scored on this fit's validation split, they
+            # stay the best unless this fit beats them.
+            if early_stopping and np.isfinite(history["best_validation_score_"]):
+                best_params = params.copy()
+                history["best_validation_score_"] = self._validation_score(
+                    network, params, X, lengths, y, val, sample_weight, n_threads)
             for _ in range(1 if incremental else self.max_iter):
                 start_time = time.perf_counter()
                 completed = params.copy(), optimizer.state()
@@ -423,7 +423,7 @@ class BaseRNN(BaseEstimator):
     def _check_fit_data(self, X, y, sample_weight, n_features=None):
         """Validated (X padded in the training dtype, lengths, y,
         sample_weight); y as the subclass's _check_targets returns it."""
-        X, lengths = self._check_sequences(X, n_features)
+        X, lengths, _ = self._check_sequences(X, n_features)
         y = self._check_targets(y)
         if len(y) != X.shape[0]:
             raise ValueError(
@@ -439,11 +439,12 @@ class BaseRNN(BaseEstimator):
         return X, lengths, y, sample_weight
 
     def _check_sequences(self, X, n_features=None):
-        """(X padded and cast to the training dtype, lengths)."""
+        """(X padded and cast to the training dtype, lengths, the floating
+        dtype X was given in)."""
         X, lengths = check_sequences(
             X, n_features=n_features, estimator_name=type(self).__name__
         )
-        return as_training_dtype(X, self.dtype), lengths
+        return as_training_dtype(X, self.dtype), lengths, X.dtype
 
     def _outputs(self, X):
         """The head's output for each sequence of X: logits or predictions,
@@ -451,11 +452,7 @@ class BaseRNN(BaseEstimator):
         (float64 for anything but float32), as scikit-learn's estimators
         return their predictions."""
         check_is_fitted(self)
-        X, lengths = check_sequences(
-            X, n_features=self.n_features_in_, estimator_name=type(self).__name__
-        )
-        given_dtype = X.dtype
-        X = as_training_dtype(X, self.dtype)
+        X, lengths, given_dtype = self._check_sequences(X, self.n_features_in_)
         X, lengths = average_windows(X, lengths, getattr(self, "downsample_", 1))
         network = self._network(X.shape[2], self.weights_["bias_out"].shape[0])
         params = network.pack(self.weights_, X.dtype)

@@ -24,7 +24,12 @@ except ImportError as exc:
     ) from exc
 
 import cbptt
-from cbptt._adapters import ClassifierAdapterMixin, RNNAdapterMixin, adapter_init
+from cbptt._adapters import (
+    TEST_PARAMS,
+    ClassifierAdapterMixin,
+    RNNAdapterMixin,
+    adapter_init,
+)
 from cbptt._layout import channels_last
 
 __all__ = ["RNNClassifier", "RNNRegressor"]
@@ -54,12 +59,7 @@ class _AeonAdapter:
     def _get_test_params(cls, parameter_set="default"):
         """Tiny networks for aeon's estimator checks: a few epochs of a few
         units, one thread (many tiny fits on a busy machine)."""
-        return [
-            {"hidden_layer_sizes": (4,), "max_iter": 3, "random_state": 0,
-             "n_threads": 1},
-            {"cell": "lstm", "hidden_layer_sizes": (3,), "bidirectional": True,
-             "pooling": "mean", "max_iter": 2, "random_state": 0, "n_threads": 1},
-        ]
+        return [dict(params) for params in TEST_PARAMS]
 
 
 class RNNClassifier(_AeonAdapter, ClassifierAdapterMixin, BaseClassifier):

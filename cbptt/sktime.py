@@ -26,7 +26,12 @@ except ImportError as exc:
 import numpy as np
 
 import cbptt
-from cbptt._adapters import ClassifierAdapterMixin, RNNAdapterMixin, adapter_init
+from cbptt._adapters import (
+    TEST_PARAMS,
+    ClassifierAdapterMixin,
+    RNNAdapterMixin,
+    adapter_init,
+)
 from cbptt._layout import channels_last
 
 __all__ = ["RNNClassifier", "RNNRegressor"]
@@ -71,12 +76,7 @@ class _SktimeAdapter:
         -------
         params : list of dict
         """
-        return [
-            {"hidden_layer_sizes": (4,), "max_iter": 3, "random_state": 0,
-             "n_threads": 1},
-            {"cell": "lstm", "hidden_layer_sizes": (3,), "bidirectional": True,
-             "pooling": "mean", "max_iter": 2, "random_state": 0, "n_threads": 1},
-        ]
+        return [dict(params) for params in TEST_PARAMS]
 
 
 class RNNClassifier(_SktimeAdapter, ClassifierAdapterMixin, BaseClassifier):
