@@ -329,7 +329,7 @@ class BaseRNN(BaseEstimator):
                 "early_stopping=False."
             )
         n_threads = effective_n_threads(self.n_threads)
-        epoch = _Epoch(self, network, X, lengths, y, sample_weight, n_threads)
+        epoch = _Epoch(self, network, X, lengths, y, sample_weight, train, n_threads)
         epoch.check_numerics(optimizer)
         best_params = None
         no_improvement = 0
@@ -347,7 +347,7 @@ class BaseRNN(BaseEstimator):
                 start_time = time.perf_counter()
                 completed = params.copy(), optimizer.state()
                 try:
-                    loss = epoch.run(params, optimizer, train, rng, history["n_iter_"] + 1)
+                    loss = epoch.run(params, optimizer, rng, history["n_iter_"] + 1)
                 except KeyboardInterrupt:
                     if incremental:  # the call leaves the model as it was
                         optimizer.restore(completed[1])
@@ -506,14 +506,18 @@ class BaseRNN(BaseEstimator):
 
 
 class _Epoch:
-    """One pass over the training samples in minibatches, compiled: kernel,
-    L2 penalty, divergence check, clipping and optimizer step for each
-    (``_network.train_epoch``); Python only draws the order and the seeds."""
+    """One pass over the training samples (indices ``train`` of X) in
+    minibatches, compiled: kernel, L2 penalty, divergence check, clipping and
+    optimizer step for each (``_network.train_epoch``); Python only draws the
+    order and the seeds."""
 
-    def __init__(self, estimator, network, X, lengths, y, sample_weight, n_threads):
+    def __init__(self, estimator, network, X, lengths, y, sample_weight, train,
+                 n_threads):
         self.estimator = estimator
         self.network = network
         self.X, self.lengths = X, lengths
+        self.train = train
+        self.batch_size = estimator._batch_size(len(train))  # may warn: once per fit
         self.labels, self.targets = network.split_targets(y)
         self.sample_weight, self.weight_scale = normalized_weights(sample_weight, X.dtype)
         self.n_threads = n_threads
@@ -525,7 +529,6 @@ class _Epoch:
         for name, view in network.unpack(self.l2_mask).items():
             view[...] = name.startswith("weight")
         self.grad = np.empty(network.n_params, dtype=X.dtype)
-        self.batch_size = None
 
     def check_numerics(self, optimizer):
         """Settings that the training dtype cannot represent are errors that
@@ -549,14 +552,12 @@ class _Epoch:
                 "weights (the penalty is divided by the minibatch's weight sum)."
             )
 
-    def run(self, params, optimizer, train, rng, epoch_number):
+    def run(self, params, optimizer, rng, epoch_number):
         """Train one epoch in place; return its weighted mean loss."""
         est = self.estimator
         net = self.network
-        if self.batch_size is None:  # once per fit: _batch_size may warn
-            self.batch_size = est._batch_size(len(train))
         batch_size = self.batch_size
-        order = rng.permutation(train) if est.shuffle else train
+        order = rng.permutation(self.train) if est.shuffle else self.train
         n_batches = -(-len(order) // batch_size)
         seeds = (rng.randint(np.iinfo(np.int32).max, size=n_batches).astype(np.uint64)
                  if est.dropout else np.zeros(0, dtype=np.uint64))
