@@ -857,3 +857,24 @@ def test_each_step_matches_a_numpy_optimizer(solver, options, alpha, clip_norm):
         for name in names:
             assert_allclose(clf.weights_[name], weights[name], rtol=1e-9, atol=1e-12,
                             err_msg=f"{name}, step {t}")
+
+
+def test_the_estimators_share_their_common_defaults():
+    # The scikit-learn idiom writes each estimator's signature out in full
+    # (BaseRNN, RNNClassifier for class_weight, the per-step base without
+    # pooling); the parameters they share must keep the same defaults.
+    import inspect
+
+    from cbptt._base import BaseRNN
+    from cbptt._step import _StepRNN
+
+    def defaults(cls):
+        return {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+
+    base = defaults(BaseRNN)
+    for cls in (RNNClassifier, _StepRNN):
+        shared = defaults(cls).keys() & base.keys()
+        assert shared == base.keys() - ({"pooling", "downsample"} if cls is _StepRNN
+                                        else set())
+        assert {name: defaults(cls)[name] for name in shared} == {
+            name: base[name] for name in shared}
