@@ -23,6 +23,11 @@ per series from the archive, as is customary. Needs ``pip install aeon`` (``torc
     python benchmarks/realdata.py                      # every dataset, 3 seeds
     python benchmarks/realdata.py --datasets GunPoint --models defaults torch
     python benchmarks/realdata.py --json results.json --plot accuracy.png
+    # two processes of one thread each on a two-core machine, then one table:
+    python benchmarks/realdata.py --threads 1 --models torch --json torch.json &
+    python benchmarks/realdata.py --threads 1 --models defaults tuned minirocket \
+        --json rest.json; wait
+    python benchmarks/realdata.py --merge rest.json torch.json --plot accuracy.png
 """
 
 import argparse
@@ -76,7 +81,7 @@ def as_array_if_equal(series):
 def fit_cbptt(params, X, y, X_test, seed):
     from cbptt import RNNClassifier
 
-    clf = RNNClassifier(random_state=seed, **params)
+    clf = RNNClassifier(random_state=seed, n_threads=_THREADS["n"], **params)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,6 +91,9 @@ def fit_cbptt(params, X, y, X_test, seed):
 
 
 _compiled = []
+
+# --threads: cbptt's n_threads and PyTorch's intra-op threads (None: defaults).
+_THREADS = {"n": None}
 
 
 def fit_minirocket(X, y, X_test, seed):
@@ -118,6 +126,8 @@ def fit_torch(X, y, X_test, seed):
 
     defaults = RNNClassifier()
     d = defaults.get_params()
+    if _THREADS["n"]:
+        torch.set_num_threads(_THREADS["n"])
     torch.manual_seed(seed)
     rng = np.random.RandomState(seed)
     classes, y_index = np.unique(y, return_inverse=True)
@@ -216,18 +226,43 @@ def main():
                         choices=list(DATASETS))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int,
+                        help="threads for cbptt and PyTorch (default: all they take)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="print (and --plot) the results of earlier --json runs "
+                             "together instead of fitting")
     parser.add_argument("--plot", help="write a bar chart of the accuracies here (PNG)")
     args = parser.parse_args()
 
+    if args.merge:
+        results = {}
+        for path in args.merge:
+            with open(path) as f:
+                for name, models in json.load(f).items():
+                    results.setdefault(name, {}).update(models)
+        datasets = [d for d in DATASETS if d in results]
+        models = [m for m in MODELS if all(m in results[d] for d in datasets)]
+        _print_table(results, datasets, models)
+    else:
+        if args.threads:
+            _THREADS["n"] = args.threads
+        results = _run(args.datasets, args.models, args.seeds)
+        datasets, models = args.datasets, args.models
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.plot:
+        _plot(results, datasets, models, args.plot)
+
+
+def _run(datasets, models, n_seeds):
     results = {}
-    header = f"{'dataset':24s}" + "".join(f"{m:>26s}" for m in args.models)
-    print(header + "\n" + "-" * len(header))
-    for name in args.datasets:
+    _print_header(models)
+    for name in datasets:
         X, y, X_test, y_test = load(name)
-        row = f"{name:24s}"
-        for model in args.models:
-            seeds = 1 if model == "minirocket" else args.seeds
+        for model in models:
+            seeds = 1 if model == "minirocket" else n_seeds
             accuracies, seconds = [], []
             for seed in range(seeds):
                 pred, sec, _ = MODELS[model](X, y, X_test, seed)
@@ -235,22 +270,40 @@ def main():
                 seconds.append(sec)
             results.setdefault(name, {})[model] = {"accuracy": accuracies,
                                                    "seconds": seconds}
-            spread = max(accuracies) - min(accuracies)
-            row += (f"{np.mean(accuracies):>10.3f} ±{spread:5.3f} "
-                    f"{np.median(seconds):8.1f}s")
-        print(row, flush=True)
-    means = {m: np.mean([np.mean(results[d][m]["accuracy"]) for d in args.datasets])
-             for m in args.models}
-    print("-" * len(header))
+        _print_row(results, name, models)
+    _print_footer(results, datasets, models)
+    return results
+
+
+def _print_header(models):
+    header = f"{'dataset':24s}" + "".join(f"{m:>26s}" for m in models)
+    print(header + "\n" + "-" * len(header))
+
+
+def _print_row(results, name, models):
+    row = f"{name:24s}"
+    for model in models:
+        accuracies, seconds = (results[name][model][k] for k in ("accuracy", "seconds"))
+        spread = max(accuracies) - min(accuracies)
+        row += f"{np.mean(accuracies):>10.3f} ±{spread:5.3f} {np.median(seconds):8.1f}s"
+    print(row, flush=True)
+
+
+def _print_footer(results, datasets, models):
+    means = {m: np.mean([np.mean(results[d][m]["accuracy"]) for d in datasets])
+             for m in models}
+    print("-" * (24 + 26 * len(models)))
     print(f"{'mean accuracy':24s}" + "".join(f"{means[m]:>10.3f}{'':16s}"
-                                           for m in args.models))
+                                           for m in models))
     print("(each cell: mean test accuracy over seeds, max - min over seeds, "
           "median fit seconds)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    if args.plot:
-        _plot(results, args.datasets, args.models, args.plot)
+
+
+def _print_table(results, datasets, models):
+    _print_header(models)
+    for name in datasets:
+        _print_row(results, name, models)
+    _print_footer(results, datasets, models)
 
 
 def _plot(results, datasets, models, path):

@@ -132,7 +132,7 @@ class BaseRNN(BaseEstimator):
         nonlinearity="tanh",
         bidirectional=False,
         pooling="max",
-        downsample="auto",
+        downsample=1,
         dropout=0.0,
         solver="adam",
         learning_rate="adaptive",

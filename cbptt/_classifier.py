@@ -81,7 +81,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         nonlinearity="tanh",
         bidirectional=False,
         pooling="max",
-        downsample="auto",
+        downsample=1,
         dropout=0.0,
         solver="adam",
         learning_rate="adaptive",

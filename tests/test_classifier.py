@@ -313,7 +313,7 @@ def test_fitted_attributes(cell, n_gates):
     assert clf.validation_scores_ is None
     assert clf.best_validation_score_ is None
     assert clf.t_ == clf.n_iter_ * len(X)
-    assert clf.downsample_ == 1  # 5 steps: "auto" averages nothing
+    assert clf.downsample_ == 1  # the default reads every step
     assert all(w.dtype == np.float32 for w in clf.weights_.values())
     # The weights are the model: loss_and_grad on them, in the precision they
     # were trained in, with the head the estimator reads, agrees with
@@ -733,6 +733,14 @@ def test_downsample_is_a_fit_on_window_means():
                        by_hand.predict_proba(_window_means(new, 3)))
 
 
+def test_the_default_reads_every_step_of_long_sequences():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 450, 1)).astype(np.float32)
+    params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
+    clf = RNNClassifier(**params).fit(X, np.arange(8) % 2)
+    assert clf.downsample == 1 and clf.downsample_ == 1
+
+
 @pytest.mark.parametrize("n_timesteps, window", [(199, 1), (250, 2), (420, 4)])
 def test_downsample_auto_averages_n_timesteps_over_100(n_timesteps, window):
     rng = np.random.default_rng(0)
@@ -740,8 +748,8 @@ def test_downsample_auto_averages_n_timesteps_over_100(n_timesteps, window):
     X = [rng.normal(size=(t, 1)).astype(np.float32) for t in (n_timesteps, 60, 90, 120)] * 3
     y = np.arange(12) % 2
     params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
-    clf = RNNClassifier(**params).fit(X, y)
-    assert clf.downsample == "auto" and clf.downsample_ == window
+    clf = RNNClassifier(**params, downsample="auto").fit(X, y)
+    assert clf.downsample_ == window
     # Sequences four times longer at predict keep the fitted window.
     long = [rng.normal(size=(4 * n_timesteps, 1)).astype(np.float32) for _ in range(3)]
     by_hand = RNNClassifier(**params, downsample=1)
