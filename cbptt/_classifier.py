@@ -81,7 +81,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         nonlinearity="tanh",
         bidirectional=False,
         pooling="max",
-        downsample=1,
+        downsample="auto",
         dropout=0.0,
         solver="adam",
         learning_rate="adaptive",

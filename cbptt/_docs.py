@@ -156,18 +156,21 @@ _POOLING = """
         helps where the evidence lies early in long sequences (on the
         datasets of ``benchmarks/realdata.py``, "max" was the most accurate);
         they are not defined with ``bptt_truncate`` (use "last").
-    downsample : int or "auto", default=1
+    downsample : int or "auto", default="auto"
         Average the input over consecutive windows of this many steps
         before the first recurrent layer (the last window of a sequence
         averages the steps it has): a sequence of T steps becomes
         ``ceil(T / downsample)`` steps, which trains long sequences several
-        times faster. Averaging can also remove what tells the classes
-        apart: on the datasets of ``benchmarks/realdata.py`` it helped two
-        long series and cost another most of its accuracy (ACSF1, 1460
-        steps: 0.83 at full resolution, 0.59 with windows of 2), so the
-        default reads every step. "auto" is ``n_timesteps // 100`` for the
-        longest training sequence (1 below 200 steps); the window is fixed
-        at fit (``downsample_``)."""
+        times faster. "auto" starts from ``n_timesteps // 100`` for the
+        longest training sequence (1 below 200 steps) and halves the window
+        until the window means keep at least 95% of every input channel's
+        variance over the training steps: slowly changing series are
+        averaged, series that change from step to step are read in full
+        (on the datasets of ``benchmarks/realdata.py``, averaging made three
+        long series more accurate or several times faster to fit, and took
+        ACSF1, whose readings have spikes one step long, from 0.83 to
+        0.59 with windows of 2). The window is fixed at fit
+        (``downsample_``)."""
 
 _DOWNSAMPLE_ATTRIBUTE = """
     downsample_ : int

@@ -97,7 +97,7 @@ class _StepRNN(BaseRNN):
         self.n_threads = n_threads
         self.dtype = dtype
 
-    def _requested_window(self, n_timesteps):
+    def _requested_window(self, X, lengths):
         return None   # an output per input step: no averaging of steps
 
     def _head(self):

@@ -25,6 +25,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.utils.validation import check_is_fitted
 
 from cbptt import RNNClassifier, loss_and_grad
+from cbptt._base import AUTO_KEPT, variance_kept
 
 WEIGHT_NAMES = (
     "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_out", "bias_out",
@@ -313,7 +314,7 @@ def test_fitted_attributes(cell, n_gates):
     assert clf.validation_scores_ is None
     assert clf.best_validation_score_ is None
     assert clf.t_ == clf.n_iter_ * len(X)
-    assert clf.downsample_ == 1  # the default reads every step
+    assert clf.downsample_ == 1  # 5 steps: "auto" averages nothing
     assert all(w.dtype == np.float32 for w in clf.weights_.values())
     # The weights are the model: loss_and_grad on them, in the precision they
     # were trained in, with the head the estimator reads, agrees with
@@ -733,23 +734,22 @@ def test_downsample_is_a_fit_on_window_means():
                        by_hand.predict_proba(_window_means(new, 3)))
 
 
-def test_the_default_reads_every_step_of_long_sequences():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(8, 450, 1)).astype(np.float32)
-    params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
-    clf = RNNClassifier(**params).fit(X, np.arange(8) % 2)
-    assert clf.downsample == 1 and clf.downsample_ == 1
+def _random_walks(lengths, rng, n_features=1):
+    """Series that change slowly: window means keep almost all their variance."""
+    return [np.cumsum(rng.normal(size=(t, n_features)), axis=0).astype(np.float32)
+            for t in lengths]
 
 
 @pytest.mark.parametrize("n_timesteps, window", [(199, 1), (250, 2), (420, 4)])
-def test_downsample_auto_averages_n_timesteps_over_100(n_timesteps, window):
+def test_downsample_auto_averages_slow_series_over_n_timesteps_over_100(n_timesteps,
+                                                                        window):
     rng = np.random.default_rng(0)
     # The longest sequence decides: the others are shorter.
-    X = [rng.normal(size=(t, 1)).astype(np.float32) for t in (n_timesteps, 60, 90, 120)] * 3
+    X = _random_walks((n_timesteps, 60, 90, 120) * 3, rng)
     y = np.arange(12) % 2
     params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
-    clf = RNNClassifier(**params, downsample="auto").fit(X, y)
-    assert clf.downsample_ == window
+    clf = RNNClassifier(**params).fit(X, y)
+    assert clf.downsample == "auto" and clf.downsample_ == window
     # Sequences four times longer at predict keep the fitted window.
     long = [rng.normal(size=(4 * n_timesteps, 1)).astype(np.float32) for _ in range(3)]
     by_hand = RNNClassifier(**params, downsample=1)
@@ -757,6 +757,55 @@ def test_downsample_auto_averages_n_timesteps_over_100(n_timesteps, window):
         clf.weights_, clf.classes_, clf.n_features_in_)
     assert_array_equal(clf.predict_proba(long),
                        by_hand.predict_proba(_window_means(long, window)))
+
+
+def _padded(sequences):
+    lengths = np.array([len(s) for s in sequences])
+    X = np.zeros((len(sequences), lengths.max(), sequences[0].shape[1]), np.float32)
+    for i, s in enumerate(sequences):
+        X[i, :len(s)] = s
+    return X, lengths
+
+
+def test_downsample_auto_halves_the_window_until_it_keeps_the_variance():
+    rng = np.random.default_rng(1)
+    steps = np.arange(420)[:, None]
+    # A wave of period 20: windows of 4 keep 88% of its variance, of 2 98%.
+    wave = [np.sin(2 * np.pi * (steps + rng.integers(20)) / 20).astype(np.float32)
+            for _ in range(6)]
+    X, lengths = _padded(wave)
+    assert variance_kept(X, lengths, 4) < AUTO_KEPT <= variance_kept(X, lengths, 2)
+    params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
+    assert RNNClassifier(**params).fit(wave, np.arange(6) % 2).downsample_ == 2
+    # White noise, or one fast channel beside a slow one, keeps every step.
+    noise = [rng.normal(size=(450, 1)).astype(np.float32) for _ in range(6)]
+    mixed = [np.hstack([slow, fast]) for slow, fast in zip(_random_walks([450] * 6, rng),
+                                                            noise)]
+    for X in (noise, mixed):
+        assert RNNClassifier(**params).fit(X, np.arange(6) % 2).downsample_ == 1
+
+
+def test_variance_kept_against_window_means_repeated_over_their_steps():
+    rng = np.random.default_rng(2)
+    sequences = [np.column_stack([rng.normal(size=t).cumsum(), rng.normal(size=t),
+                                  np.full(t, 3.0)]).astype(np.float32)
+                 for t in (7, 12, 3, 10)]
+    X, lengths = _padded(sequences)
+    for window in (2, 3, 5):
+        steps = np.concatenate(sequences).astype(np.float64)
+        fitted = np.concatenate([np.repeat(m, window, axis=0)[:len(s)] for s, m in
+                                 zip(sequences, _window_means(sequences, window))])
+        varies = slice(0, 2)   # the third channel is constant: it keeps all
+        expected = 1 - (((steps - fitted)[:, varies] ** 2).sum(axis=0)
+                        / ((steps - steps.mean(axis=0))[:, varies] ** 2).sum(axis=0))
+        assert_allclose(variance_kept(X, lengths, window), [*expected, 1.0], rtol=1e-5)
+    # Scaled near the dtype's largest values, with no overflow warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_allclose(variance_kept(X * np.float32(1e37), lengths, 2),
+                        variance_kept(X, lengths, 2), rtol=1e-5)
+        assert_allclose(variance_kept(X.astype(np.float64) * 1e307, lengths, 2),
+                        variance_kept(X, lengths, 2), rtol=1e-5)
 
 
 def test_partial_fit_keeps_the_window_and_a_warm_start_follows_downsample():

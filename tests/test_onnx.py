@@ -330,9 +330,11 @@ def test_downsample_averages_the_input_as_predict(estimator_class, pooling, wind
                                                       (RNNRegressor, "mean")])
 def test_downsample_auto_on_long_sequences(estimator_class, pooling):
     rng = np.random.default_rng(12)
-    X = _sequences(rng.integers(200, 231, size=6), seed=13)
+    # Slow series (random walks): "auto" averages windows of them.
+    X = [np.cumsum(s, axis=0) / 10 for s in _sequences(rng.integers(200, 231, size=6),
+                                                       seed=13)]
     estimator = estimator_class(cell="lstm", hidden_layer_sizes=(3,), pooling=pooling,
-                                downsample="auto", max_iter=1, random_state=0)
+                                max_iter=1, random_state=0)
     estimator.fit(X, _targets(estimator_class, X, seed=14))
     assert estimator.downsample_ == 2  # 230 // 100
     X = _sequences([203, 150, 201, 38], seed=15)
@@ -371,7 +373,7 @@ def test_downsample_in_float64():
 
 
 def test_no_averaging_without_downsample():
-    # downsample_ = 1 (the default) and the per-step
+    # downsample_ = 1 (here 'auto' on short sequences) and the per-step
     # estimators (no downsample_) feed X to the first layer as it is.
     for estimator in (_fit(RNNClassifier, "mean", cell="rnn", hidden_layer_sizes=(3,)),
                       _fit(RNNStepRegressor, cell="rnn", hidden_layer_sizes=(3,))):
