@@ -190,8 +190,11 @@ def fit_torch(X, y, X_test, seed):
             loss = torch.nn.functional.cross_entropy(logits(Xt[idx], lt[idx]), yt[idx])
             l2 = sum((p ** 2).sum() for name, p in [*gru.named_parameters(),
                      *head.named_parameters()] if "weight" in name)
+            # The penalised loss, as cbptt's loss_curve_ and stopping rule
+            # read it (as MLPClassifier's).
+            loss = loss + d["alpha"] / (2 * len(idx)) * l2
             opt.zero_grad()
-            (loss + d["alpha"] / (2 * len(idx)) * l2).backward()
+            loss.backward()
             if d["clip_norm"]:
                 torch.nn.utils.clip_grad_norm_(params, d["clip_norm"])
             opt.step()
