@@ -163,7 +163,7 @@ def fit_torch(X, y, X_test, seed):
             torch.nn.init.zeros_(p)
     torch.nn.init.xavier_uniform_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.Adam(params, lr=d["learning_rate_init"], weight_decay=0)
+    opt = torch.optim.Adam(params, lr=d["learning_rate_init"], betas=(d["beta_1"], d["beta_2"]))
     yt = torch.from_numpy(y_index)
 
     def logits(Xb, lb):
@@ -181,7 +181,7 @@ def fit_torch(X, y, X_test, seed):
     batch = defaults._batch_size(n)
     start = time.perf_counter()
     best, stall, lr = np.inf, 0, d["learning_rate_init"]
-    epochs = 0
+    epochs = steps = 0
     for epoch in range(d["max_iter"]):
         order = rng.permutation(n)
         total = 0.0
@@ -197,6 +197,11 @@ def fit_torch(X, y, X_test, seed):
             loss.backward()
             if d["clip_norm"]:
                 torch.nn.utils.clip_grad_norm_(params, d["clip_norm"])
+            # cbptt's Adam (scikit-learn's and Keras's form) folds the bias
+            # corrections into the step size: PyTorch's with this epsilon.
+            steps += 1
+            for group in opt.param_groups:
+                group["eps"] = d["epsilon"] / np.sqrt(1 - d["beta_2"] ** steps)
             opt.step()
             total += loss.item() * len(idx)
         epochs += 1

@@ -11,6 +11,8 @@ pass whose windows start from frozen (constant) states, and against torch runs t
 each window a detached state.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -1424,3 +1426,88 @@ def test_windowed_truncation_matches_torch_detached(cell_name, topology, bptt_tr
         loss=loss)
     assert value == pytest.approx(expected_value, rel=TORCH_RTOL)
     assert_grads_close(grads, expected, rtol=TORCH_RTOL, atol=1e-15)
+
+
+# -- whole fits against a PyTorch training loop ----------------------------------------
+SOLVERS_AS_TORCH = {
+    # cbptt's Adam folds the bias corrections into the step size (as
+    # scikit-learn's and Keras's), so its epsilon is PyTorch's times
+    # sqrt(1 - beta_2 ** t); momentum SGD with a constant rate is PyTorch's
+    # (v = -lr * buf); RMSProp is PyTorch's.
+    "adam": (dict(solver="adam"), lambda torch, p: torch.optim.Adam(p, lr=0.01)),
+    "nesterov": (dict(solver="sgd", momentum=0.9, nesterovs_momentum=True),
+                 lambda torch, p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
+    "rmsprop": (dict(solver="rmsprop", rho=0.9),
+                lambda torch, p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-8)),
+}
+
+
+@pytest.mark.parametrize("solver", SOLVERS_AS_TORCH)
+def test_fit_matches_a_pytorch_training_loop(solver):
+    """Epochs of minibatches with the L2 penalty, clipping by the global
+    norm and the optimizer step: the loss curve and the trained weights of a
+    float64 fit are those of the same loop written in PyTorch."""
+    torch = _torch()
+    from sklearn.exceptions import ConvergenceWarning
+
+    from cbptt import RNNClassifier
+
+    params, make_optimizer = SOLVERS_AS_TORCH[solver]
+    rng = np.random.default_rng(21)
+    n, T, D, H, n_epochs, batch = 10, 6, 3, 5, 4, 4
+    X = rng.normal(size=(n, T, D))
+    y = np.arange(n) % 3
+    clf = RNNClassifier(hidden_layer_sizes=H, pooling="max", downsample=1, alpha=0.01,
+                        clip_norm=0.5, batch_size=batch, shuffle=False, max_iter=n_epochs,
+                        learning_rate="constant", learning_rate_init=0.01, tol=0.0,
+                        n_iter_no_change=n_epochs, dtype="float64", warm_start=True,
+                        **params)
+    start = {"weight_ih_l0": rng.normal(size=(3 * H, D)) / 2,
+             "weight_hh_l0": rng.normal(size=(3 * H, H)) / 2,
+             "bias_ih_l0": rng.normal(size=3 * H) / 4, "bias_hh_l0": rng.normal(size=3 * H) / 4,
+             "weight_out": rng.normal(size=(3, H)), "bias_out": rng.normal(size=3) / 4}
+    clf.weights_ = {name: w.copy() for name, w in start.items()}
+    clf.classes_, clf.n_features_in_ = np.arange(3), D
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+
+    gru = torch.nn.GRU(D, H, batch_first=True).double()
+    head = torch.nn.Linear(H, 3).double()
+    gru.load_state_dict({k: torch.from_numpy(start[k]) for k in gru.state_dict()})
+    head.load_state_dict({"weight": torch.from_numpy(start["weight_out"]),
+                          "bias": torch.from_numpy(start["bias_out"])})
+    trained = [*gru.parameters(), *head.parameters()]
+    optimizer = make_optimizer(torch, trained)
+    penalised = [p for name, p in [*gru.named_parameters(), *head.named_parameters()]
+                 if "weight" in name]
+    losses, steps, clipped = [], 0, 0
+    for _ in range(n_epochs):
+        total = 0.0
+        for first in range(0, n, batch):
+            Xb = torch.from_numpy(X[first:first + batch])
+            yb = torch.from_numpy(y[first:first + batch])
+            loss = (torch.nn.functional.cross_entropy(head(gru(Xb)[0].amax(dim=1)), yb)
+                    + 0.01 / (2 * len(yb)) * sum((p ** 2).sum() for p in penalised))
+            optimizer.zero_grad()
+            loss.backward()
+            # Clipping by the global norm (clip_grad_norm_ adds 1e-6 to it).
+            norm = torch.sqrt(sum((p.grad ** 2).sum() for p in trained))
+            if norm > 0.5:
+                clipped += 1
+                for p in trained:
+                    p.grad *= 0.5 / norm
+            steps += 1
+            if solver == "adam":
+                optimizer.param_groups[0]["eps"] = 1e-8 / np.sqrt(1 - 0.999 ** steps)
+            optimizer.step()
+            total += loss.item() * len(yb)
+        losses.append(total / n)
+
+    np.testing.assert_allclose(clf.loss_curve_, losses, rtol=1e-10)
+    got = {"weight_out": head.weight, "bias_out": head.bias, **dict(gru.named_parameters())}
+    for name, value in got.items():
+        np.testing.assert_allclose(clf.weights_[name], value.detach().numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+    assert not np.allclose(clf.weights_["weight_hh_l0"], start["weight_hh_l0"])
+    assert 0 < clipped < steps   # both paths of the clipping ran
