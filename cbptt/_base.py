@@ -632,8 +632,7 @@ def variance_kept(X, lengths, window):
         squares = squares + np.einsum("ntd,ntd->d", block, block)
         sums = sums + block.sum(axis=(0, 1))
         means, _ = average_windows(block, lengths[rows:rows + 256], window)
-        counts = np.clip(lengths[rows:rows + 256, None]
-                         - window * np.arange(means.shape[1]), 0, window)
+        counts = window_counts(lengths[rows:rows + 256], window, means.shape[1])
         window_squares = window_squares + np.einsum("nk,nkd,nkd->d", counts, means, means)
     squared_mean = sums ** 2 / lengths.sum()
     total, kept = squares - squared_mean, np.ones(X.shape[2])
@@ -655,9 +654,15 @@ def average_windows(X, lengths, window):
         padded = np.zeros((n, n_windows * window, D), dtype=X.dtype)
         padded[:, :T] = X
     sums = padded.reshape(n, n_windows, window, D).sum(axis=2)
-    counts = np.clip(lengths[:, None] - window * np.arange(n_windows), 0, window)
+    counts = window_counts(lengths, window, n_windows)
     sums /= np.maximum(counts, 1)[:, :, None].astype(X.dtype)
     return sums, -(-lengths // window)
+
+
+def window_counts(lengths, window, n_windows):
+    """(n, n_windows): how many valid steps each window of ``window`` steps
+    holds of sequences of ``lengths`` steps (0 past a sequence's end)."""
+    return np.clip(lengths[:, None] - window * np.arange(n_windows), 0, window)
 
 
 def as_training_dtype(X, dtype):
