@@ -268,10 +268,7 @@ def _average_windows(graph, window, n_features, lengths):
     n_steps = graph.node("Gather", [graph.node("Shape", ["X"]), one])
     x = "X"
     if lengths is not None:  # the padding may hold anything: zero it
-        steps = graph.node("Range", [zero, n_steps, one])
-        valid = graph.node("Less", [graph.node("Unsqueeze", [steps, graph.axes(0)]),
-                                    graph.node("Unsqueeze", [lengths, graph.axes(1)])])
-        x = graph.node("Where", [graph.node("Unsqueeze", [valid, graph.axes(2)]), x,
+        x = graph.node("Where", [_valid_steps(graph, n_steps, lengths, time_axis=1), x,
                                  graph.const(np.array(0.0), "zero")])
     # Zeros at the end up to a whole number of windows, then one sum per window.
     w_less_one = graph.const(np.array(window - 1), "window_less_one")
@@ -350,7 +347,9 @@ def _head(graph, output, sequence, state, lengths):
     if lengths is None:
         reduce = "ReduceMean" if output == "mean" else "ReduceMax"
         return graph.reduce(reduce, sequence)
-    valid = _valid_steps(graph, sequence, lengths)
+    n_steps = graph.node("Gather", [graph.node("Shape", [sequence]),
+                                    graph.const(np.array(0), "zero")])
+    valid = _valid_steps(graph, n_steps, lengths, time_axis=0)
     if output == "mean":
         zero = graph.const(np.array(0.0), "zero")
         total = graph.reduce("ReduceSum", graph.node("Where", [valid, sequence, zero]))
@@ -361,15 +360,14 @@ def _head(graph, output, sequence, state, lengths):
     return graph.reduce("ReduceMax", graph.node("Where", [valid, sequence, lowest]))
 
 
-def _valid_steps(graph, sequence, lengths):
-    """Boolean (time, batch, 1): whether step t of ``sequence`` (time, batch,
-    F) is within sequence i's length."""
-    shape = graph.node("Shape", [sequence])
-    n_steps = graph.node("Gather", [shape, graph.const(np.array(0), "zero")])
+def _valid_steps(graph, n_steps, lengths, time_axis):
+    """Boolean (time, batch, 1) with ``time_axis=0``, (batch, time, 1) with
+    ``time_axis=1``: whether step t of ``n_steps`` is within sequence i's
+    length."""
     steps = graph.node("Range", [graph.const(np.array(0), "zero"), n_steps,
                                  graph.const(np.array(1), "one")])
-    steps = graph.node("Unsqueeze", [steps, graph.axes(1)])          # (time, 1)
-    lengths = graph.node("Unsqueeze", [lengths, graph.axes(0)])      # (1, batch)
+    steps = graph.node("Unsqueeze", [steps, graph.axes(1 - time_axis)])
+    lengths = graph.node("Unsqueeze", [lengths, graph.axes(time_axis)])
     valid = graph.node("Less", [steps, lengths])
     return graph.node("Unsqueeze", [valid, graph.axes(2)])
 
