@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from cbptt import RNNClassifier, loss_and_grad
 from cbptt._base import AUTO_KEPT, variance_kept
+from cbptt._sequences import check_sequences
 
 WEIGHT_NAMES = (
     "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_out", "bias_out",
@@ -759,21 +760,13 @@ def test_downsample_auto_averages_slow_series_over_n_timesteps_over_100(n_timest
                        by_hand.predict_proba(_window_means(long, window)))
 
 
-def _padded(sequences):
-    lengths = np.array([len(s) for s in sequences])
-    X = np.zeros((len(sequences), lengths.max(), sequences[0].shape[1]), np.float32)
-    for i, s in enumerate(sequences):
-        X[i, :len(s)] = s
-    return X, lengths
-
-
 def test_downsample_auto_halves_the_window_until_it_keeps_the_variance():
     rng = np.random.default_rng(1)
     steps = np.arange(420)[:, None]
     # A wave of period 20: windows of 4 keep 88% of its variance, of 2 98%.
     wave = [np.sin(2 * np.pi * (steps + rng.integers(20)) / 20).astype(np.float32)
             for _ in range(6)]
-    X, lengths = _padded(wave)
+    X, lengths = check_sequences(wave)
     assert variance_kept(X, lengths, 4) < AUTO_KEPT <= variance_kept(X, lengths, 2)
     params = dict(FAST, hidden_layer_sizes=(4,), max_iter=1)
     assert RNNClassifier(**params).fit(wave, np.arange(6) % 2).downsample_ == 2
@@ -790,7 +783,7 @@ def test_variance_kept_against_window_means_repeated_over_their_steps():
     sequences = [np.column_stack([rng.normal(size=t).cumsum(), rng.normal(size=t),
                                   np.full(t, 3.0)]).astype(np.float32)
                  for t in (7, 12, 3, 10)]
-    X, lengths = _padded(sequences)
+    X, lengths = check_sequences(sequences)
     for window in (2, 3, 5):
         steps = np.concatenate(sequences).astype(np.float64)
         fitted = np.concatenate([np.repeat(m, window, axis=0)[:len(s)] for s, m in
