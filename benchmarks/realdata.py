@@ -124,6 +124,7 @@ def fit_torch(X, y, X_test, seed):
 
     from cbptt import RNNClassifier
     from cbptt._base import average_windows
+    from cbptt._sequences import check_sequences
 
     defaults = RNNClassifier()
     d = defaults.get_params()
@@ -133,20 +134,13 @@ def fit_torch(X, y, X_test, seed):
     rng = np.random.RandomState(seed)
     classes, y_index = np.unique(y, return_inverse=True)
 
-    def padded(series):
-        lengths = np.array([len(s) for s in series], dtype=np.intp)
-        out = np.zeros((len(series), lengths.max(), series[0].shape[1]), np.float32)
-        for i, s in enumerate(series):
-            out[i, : len(s)] = s
-        return out, lengths
-
-    window = defaults._requested_window(*padded(X))
-
-    def tensors(series):   # padded, then averaged over windows as cbptt does
-        out, lengths = average_windows(*padded(series), window)
+    def tensors(padded):   # averaged over windows, as cbptt does
+        out, lengths = average_windows(*padded, window)
         return torch.from_numpy(out), torch.from_numpy(lengths)
 
-    Xt, lt = tensors(X)
+    train = check_sequences(X, dtype=np.float32)   # padded, in cbptt's training dtype
+    window = defaults._requested_window(*train)
+    Xt, lt = tensors(train)
     hidden = d["hidden_layer_sizes"]
     hidden = hidden if isinstance(hidden, int) else hidden[0]
     gru = torch.nn.GRU(Xt.shape[2], hidden, batch_first=True)
@@ -221,7 +215,7 @@ def fit_torch(X, y, X_test, seed):
             break
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        pred = logits(*tensors(X_test)).argmax(1).numpy()
+        pred = logits(*tensors(check_sequences(X_test, dtype=np.float32))).argmax(1).numpy()
     return classes[pred], seconds, epochs
 
 
