@@ -205,7 +205,7 @@ def fit_torch(X, y, X_test, seed):
             best, stall = total, 0
         else:
             best, stall = min(best, total), stall + 1
-        if stall > d["n_iter_no_change"]:
+        if stall > defaults._patience(-(-n // batch)):   # epochs of ceil(n / batch) steps
             if d["learning_rate"] == "adaptive" and lr > 1e-6:
                 lr /= 5
                 for group in opt.param_groups:

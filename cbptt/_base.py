@@ -114,7 +114,7 @@ class BaseRNN(BaseEstimator):
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "clip_norm": [None, Interval(Real, 0, None, closed="neither")],
@@ -150,7 +150,7 @@ class BaseRNN(BaseEstimator):
         shuffle=True,
         random_state=None,
         tol=1e-4,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         early_stopping=False,
         validation_fraction=0.1,
         clip_norm=5.0,
@@ -241,6 +241,12 @@ class BaseRNN(BaseEstimator):
                 UserWarning,
             )
         return min(self.batch_size, n_samples)
+
+    def _patience(self, steps_per_epoch):
+        """Epochs without improvement that the stopping rule allows."""
+        if self.n_iter_no_change == "auto":
+            return auto_patience(steps_per_epoch)
+        return self.n_iter_no_change
 
     def _is_fitted_for(self, network):
         return (
@@ -336,6 +342,7 @@ class BaseRNN(BaseEstimator):
         no_improvement = 0
         converged = interrupted = False
         epochs_done = 0
+        patience = None  # the stopping rule's, once the first epoch's steps are known
         with single_threaded_blas():
             # A warm start with early stopping starts from the best weights of
             # the previous fit; scored on this fit's validation split, they
@@ -347,6 +354,7 @@ class BaseRNN(BaseEstimator):
             for _ in range(1 if incremental else self.max_iter):
                 start_time = time.perf_counter()
                 completed = params.copy(), optimizer.state()
+                steps_before = optimizer.t
                 try:
                     loss = epoch.run(params, optimizer, rng, history["n_iter_"] + 1)
                 except KeyboardInterrupt:
@@ -364,6 +372,8 @@ class BaseRNN(BaseEstimator):
                         UserWarning,
                     )
                     break
+                if not epochs_done:
+                    patience = self._patience(optimizer.t - steps_before)
                 epochs_done += 1
                 history["n_iter_"] += 1
                 history["t_"] += len(train)
@@ -385,10 +395,10 @@ class BaseRNN(BaseEstimator):
                 no_improvement = 0 if improved else no_improvement + 1
                 if self.verbose:
                     print(f"{message}, {time.perf_counter() - start_time:.3f} s")
-                if not incremental and no_improvement > self.n_iter_no_change:
+                if not incremental and no_improvement > patience:
                     what = "Validation score" if early_stopping else "Training loss"
                     stalled = (f"{what} did not improve more than tol={self.tol} for "
-                               f"{self.n_iter_no_change} consecutive epochs.")
+                               f"{patience} consecutive epochs.")
                     if optimizer.reduce_learning_rate():
                         no_improvement = 0
                         if self.verbose:
@@ -409,7 +419,7 @@ class BaseRNN(BaseEstimator):
             )
         if not incremental:
             _warn_if_diverging(history["loss_curve_"][-epochs_done:] if epochs_done else [],
-                               self.n_iter_no_change, optimizer)
+                               patience, optimizer)
         if best_params is not None:
             params = best_params
         self.weights_ = {name: view.copy() for name, view in network.unpack(params).items()}
@@ -592,6 +602,22 @@ def auto_batch_size(n_samples):
     return min(n_samples, max(16, min(64, n_samples // 16)))
 
 
+# n_iter_no_change="auto": AUTO_PATIENCE_EPOCHS epochs, or as many as make
+# AUTO_PATIENCE_STEPS optimizer steps if that is more.
+AUTO_PATIENCE_EPOCHS = 10
+AUTO_PATIENCE_STEPS = 200
+
+
+def auto_patience(steps_per_epoch):
+    """n_iter_no_change="auto" for epochs of ``steps_per_epoch`` optimizer
+    steps: AUTO_PATIENCE_EPOCHS, or enough epochs for AUTO_PATIENCE_STEPS
+    steps. The epoch's loss is the mean over its minibatches, so an epoch of
+    a few steps gives a noisy reading: ten of them (30 steps on a set of 36
+    series) stalled often enough that the adaptive rate dropped while the
+    loss still fell, and the fit ended short of fitting the training set."""
+    return max(AUTO_PATIENCE_EPOCHS, -(-AUTO_PATIENCE_STEPS // max(steps_per_epoch, 1)))
+
+
 # Fewer validation samples than this and early stopping would follow noise.
 MIN_VALIDATION_SAMPLES = 20
 
@@ -690,9 +716,9 @@ def as_training_dtype(X, dtype):
 DIVERGED_FACTOR = 2.0
 
 
-def _warn_if_diverging(losses, n_iter_no_change, optimizer):
+def _warn_if_diverging(losses, patience, optimizer):
     """A ConvergenceWarning when the training loss ended far above where it
-    started, or grew for n_iter_no_change epochs in a row: the fit is not
+    started, or grew for ``patience`` epochs in a row (the stopping rule's): the fit is not
     diverging to NaN, but it is not converging either."""
     if len(losses) < 2:
         return
@@ -701,7 +727,7 @@ def _warn_if_diverging(losses, n_iter_no_change, optimizer):
     for grew in growth:
         streak = streak + 1 if grew else 0
         longest = max(longest, streak)
-    if losses[-1] > DIVERGED_FACTOR * losses[0] or longest >= n_iter_no_change:
+    if losses[-1] > DIVERGED_FACTOR * losses[0] or longest >= patience:
         warnings.warn(
             f"The training loss grew from {losses[0]:.4g} (first epoch) to "
             f"{losses[-1]:.4g} (last) and rose for up to {longest} epochs in a row: "

@@ -99,7 +99,7 @@ class RNNClassifier(ClassifierMixin, BaseRNN):
         shuffle=True,
         random_state=None,
         tol=1e-4,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         early_stopping=False,
         validation_fraction=0.1,
         clip_norm=5.0,

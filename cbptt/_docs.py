@@ -73,9 +73,12 @@ _PARAMETERS = """
         ``tol`` for ``n_iter_no_change`` consecutive epochs, training stops;
         with ``learning_rate="adaptive"`` the rate is divided by 5 instead,
         and training stops once it is below 1e-6.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int or "auto", default="auto"
         Epochs without improvement allowed before stopping (or, with the
-        adaptive schedule, before the rate drops).
+        adaptive schedule, before the rate drops). "auto" is 10 epochs, or
+        as many as make 200 optimizer steps if that is more: small data sets
+        make few steps per epoch, and ten of their noisy epoch losses
+        stalled while training still progressed.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (%(split)s), stop when
         its %(score)s stops improving and keep the best weights seen.

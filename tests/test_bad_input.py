@@ -393,6 +393,7 @@ def test_early_stopping_validation_split_leaving_nothing_to_train_on():
         ("validation_fraction", 1.0),
         ("tol", -1.0),
         ("n_iter_no_change", 0),
+        ("n_iter_no_change", "never"),
         ("shuffle", "yes"),
     ],
 )

@@ -10,6 +10,8 @@ any number of threads. Everything except the digits test runs on tiny data in
 well under a second each.
 """
 
+import contextlib
+import io
 import pickle
 import warnings
 
@@ -25,7 +27,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 from sklearn.utils.validation import check_is_fitted
 
 from cbptt import RNNClassifier, loss_and_grad
-from cbptt._base import AUTO_KEPT, variance_kept
+from cbptt._base import AUTO_KEPT, auto_patience, variance_kept
 from cbptt._sequences import check_sequences
 
 WEIGHT_NAMES = (
@@ -564,6 +566,33 @@ def test_adaptive_schedule_lowers_the_rate_instead_of_stopping(solver):
     const = RNNClassifier(**params, learning_rate="constant").fit(X, y)
     assert const.n_iter_ == 3  # the constant schedule stops instead
     assert const._optimizer.learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    "params, steps_per_epoch, patience",
+    [
+        (dict(batch_size=20), 3, 67),                  # ceil(200 / 3) epochs
+        (dict(batch_size=3), 20, 10),                  # 10 epochs of 20 steps
+        (dict(batch_size=2), 30, 10),                  # no fewer than 10
+        (dict(batch_size=20, n_iter_no_change=4), 3, 4),   # an int is epochs
+    ],
+)
+def test_auto_patience_counts_optimizer_steps(params, steps_per_epoch, patience):
+    # tol so large that no epoch after the first improves: a constant rate
+    # stops when patience + 1 of them have not, and the verbose message
+    # names the patience.
+    X, y = _easy(n=60, T=8)
+    clf = RNNClassifier(**{**FAST, "max_iter": 500}, learning_rate="constant", tol=10.0,
+                        verbose=True, **params)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        clf.fit(X, y)
+    assert clf._optimizer.t == steps_per_epoch * clf.n_iter_
+    assert clf.n_iter_ == patience + 2
+    assert f"for {patience} consecutive epochs. Stopping." in out.getvalue()
+
+
+def test_auto_patience_is_10_epochs_or_200_steps():
+    assert [auto_patience(s) for s in (1, 3, 19, 20, 21, 1000)] == [200, 67, 11, 10, 10, 10]
 
 
 @pytest.mark.parametrize("solver", ["adam", "rmsprop"])

@@ -235,6 +235,19 @@ def test_learns_a_delay_line_on_one_long_stream_with_truncation():
     assert reg.score(X_test, _delayed(X_test[:, :, 0], 2)) >= 0.9   # measured 0.996
 
 
+def test_auto_patience_counts_each_truncation_window_as_a_step():
+    # One stream of 40 steps in windows of 4: 10 optimizer steps per epoch,
+    # so n_iter_no_change="auto" allows ceil(200 / 10) = 20 epochs. tol so
+    # large that no epoch after the first improves: a constant rate stops
+    # after 1 + 21 epochs.
+    X = np.random.default_rng(0).normal(size=(1, 40, 1))
+    reg = RNNStepRegressor(cell="rnn", hidden_layer_sizes=(4,), bptt_truncate=4,
+                           max_iter=500, learning_rate="constant", tol=10.0,
+                           random_state=0).fit(X, _delayed(X[:, :, 0], 1))
+    assert reg._optimizer.t == 10 * reg.n_iter_
+    assert reg.n_iter_ == 22
+
+
 def test_bidirectional_sees_the_future():
     # Label: the sign of the NEXT input: only a bidirectional net can know it.
     def data(n, seed):
