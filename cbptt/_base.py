@@ -37,7 +37,7 @@ from cbptt._parallel import effective_n_threads, single_threaded_blas
 from cbptt._sequences import check_positive_int_or_none, check_sequences
 
 _DIVERGED = (
-    "Training diverged: the loss became {what} at iteration {epoch}. Lower "
+    "Training diverged: {what} at iteration {epoch}. Lower "
     "learning_rate_init (now {lr}), set clip_norm (e.g. clip_norm=1.0), or "
     "scale the input features."
 )
@@ -354,7 +354,6 @@ class BaseRNN(BaseEstimator):
             for _ in range(1 if incremental else self.max_iter):
                 start_time = time.perf_counter()
                 completed = params.copy(), optimizer.state()
-                steps_before = optimizer.t
                 try:
                     loss = epoch.run(params, optimizer, rng, history["n_iter_"] + 1)
                 except KeyboardInterrupt:
@@ -373,7 +372,7 @@ class BaseRNN(BaseEstimator):
                     )
                     break
                 if not epochs_done:
-                    patience = self._patience(optimizer.t - steps_before)
+                    patience = self._patience(epoch.steps)
                 epochs_done += 1
                 history["n_iter_"] += 1
                 history["t_"] += len(train)
@@ -420,6 +419,16 @@ class BaseRNN(BaseEstimator):
         if not incremental:
             _warn_if_diverging(history["loss_curve_"][-epochs_done:] if epochs_done else [],
                                patience, optimizer)
+        if epoch.skipped:
+            warnings.warn(
+                f"{epoch.skipped} of {epoch.all_steps} optimizer steps were skipped: "
+                f"their gradient overflowed {X.dtype} before clipping could scale it "
+                "(exploding gradients through long sequences). Training went on "
+                "with the other steps. To keep every step, set dtype='float64', "
+                "lower learning_rate_init, or read fewer steps (a larger downsample "
+                "window; bptt_truncate for the per-step estimators).",
+                RuntimeWarning,
+            )
         if best_params is not None:
             params = best_params
         self.weights_ = {name: view.copy() for name, view in network.unpack(params).items()}
@@ -540,6 +549,9 @@ class _Epoch:
         for name, view in network.unpack(self.l2_mask).items():
             view[...] = name.startswith("weight")
         self.grad = np.empty(network.n_params, dtype=X.dtype)
+        # Optimizer steps of the last epoch and of all, skipped ones included,
+        # and the steps skipped because their gradient overflowed.
+        self.steps = self.all_steps = self.skipped = 0
 
     def check_numerics(self, optimizer):
         """Settings that the training dtype cannot represent are errors that
@@ -581,7 +593,7 @@ class _Epoch:
         schedule = {"batch_size": batch_size, "truncate": self.truncate,
                     "alpha": est.alpha / self.weight_scale,
                     "clip_norm": -1.0 if est.clip_norm is None else est.clip_norm}
-        total_loss, total_weight, steps, diverged = _kernels.train_epoch(
+        total_loss, total_weight, steps, skipped, diverged = _kernels.train_epoch(
             net.spec, net.hidden_sizes, self.X, self.lengths, self.labels, self.targets,
             self.sample_weight, np.ascontiguousarray(order, dtype=np.intp), schedule,
             optimizer.settings(), params, optimizer.state_a, optimizer.state_b,
@@ -590,6 +602,12 @@ class _Epoch:
         optimizer.t += steps
         if diverged >= 0 or not np.all(np.isfinite(params)):
             _raise_diverged(epoch_number, optimizer)
+        if skipped and not steps:
+            _raise_diverged(epoch_number, optimizer,
+                            f"the gradient of every minibatch overflowed {self.X.dtype}")
+        self.steps = steps + skipped
+        self.all_steps += self.steps
+        self.skipped += skipped
         return total_loss / total_weight
 
 
@@ -738,6 +756,6 @@ def _warn_if_diverging(losses, patience, optimizer):
         )
 
 
-def _raise_diverged(epoch_number, optimizer):
-    raise ValueError(_DIVERGED.format(what="non-finite", epoch=epoch_number,
+def _raise_diverged(epoch_number, optimizer, what="the loss became non-finite"):
+    raise ValueError(_DIVERGED.format(what=what, epoch=epoch_number,
                                       lr=optimizer.learning_rate))

@@ -6,8 +6,11 @@ nothing; weights that float64 holds must not vanish, overflow or change the
 fit when training runs in float32.
 """
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from cbptt import RNNClassifier, RNNRegressor, loss_and_grad
 
@@ -117,6 +120,52 @@ def test_a_growing_loss_warns_that_the_fit_diverges():
     assert any("the optimization diverges. Lower learning_rate_init (now 20)" in m
                for m in messages), messages
     assert clf.loss_curve_[-1] > 2 * clf.loss_curve_[0]
+
+
+def _overflowing_fit(lengths, dtype):
+    """One epoch of SGD, one sequence per step, from ReLU weights whose
+    recurrence multiplies the state by 1.5: over 208 steps the outputs reach
+    1e37 (float32 holds them, so the loss is finite) and the gradient,
+    a sum of 208 such products, passes float32's 3.4e38."""
+    X = [np.ones((n, 1)) for n in lengths]
+    y = np.arange(len(lengths)) % 2
+    clf = RNNClassifier(cell="rnn", nonlinearity="relu", hidden_layer_sizes=2,
+                        pooling="last", downsample=1, solver="sgd", learning_rate_init=1e-3,
+                        learning_rate="constant", batch_size=1, shuffle=False, max_iter=1,
+                        alpha=0.0, warm_start=True, dtype=dtype)
+    clf.weights_ = {"weight_ih_l0": np.ones((2, 1)), "weight_hh_l0": 1.5 * np.eye(2),
+                    "bias_ih_l0": np.zeros(2), "bias_hh_l0": np.zeros(2),
+                    "weight_out": np.eye(2), "bias_out": np.zeros(2)}
+    clf.classes_, clf.n_features_in_ = np.arange(2), 1
+    start = {name: w.copy() for name, w in clf.weights_.items()}
+    return clf, X, y, start
+
+
+def test_a_step_whose_gradient_overflows_is_skipped_and_counted():
+    clf, X, y, start = _overflowing_fit([5, 208, 5, 208], "float32")
+    with pytest.warns(RuntimeWarning, match="2 of 4 optimizer steps were skipped: their "
+                      "gradient overflowed float32.*dtype='float64'"):
+        clf.fit(X, y)
+    assert clf._optimizer.t == 2                     # the two short sequences
+    assert np.isfinite(clf.loss_curve_[0])
+    assert all(np.all(np.isfinite(w)) for w in clf.weights_.values())
+    assert not np.array_equal(clf.weights_["weight_hh_l0"], start["weight_hh_l0"])
+    # float64 holds that gradient: every step is taken, and clipped.
+    clf64, X, y, _ = _overflowing_fit([5, 208, 5, 208], "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf64.fit(X, y)
+    assert clf64._optimizer.t == 4
+
+
+def test_a_fit_whose_every_gradient_overflows_diverges():
+    clf, X, y, start = _overflowing_fit([208, 208], "float32")
+    with pytest.raises(ValueError, match="Training diverged: the gradient of every "
+                       "minibatch overflowed float32 at iteration 1. Lower learning_rate"):
+        clf.fit(X, y)
+    for name, w in clf.weights_.items():            # the model is kept as it was
+        np.testing.assert_array_equal(w, start[name])
 
 
 def test_a_converging_fit_does_not_warn_of_divergence():

@@ -1,6 +1,7 @@
 # The compiled training epoch: for each minibatch the forward and backward
-# pass (_chunk.pxi), the L2 penalty, the divergence check, clipping to a
-# global norm and one optimizer step, all over the flat parameter vector.
+# pass (_chunk.pxi), the L2 penalty, the checks for non-finite values,
+# clipping to a global norm and one optimizer step, all over the flat
+# parameter vector.
 #
 # Why: Python between minibatches cost more than a small model's minibatch,
 # so the whole epoch is one nogil call; Python only draws the order and the
@@ -71,8 +72,9 @@ def train_epoch(
 
     The network, data and targets are as in loss_and_grad. ``seeds`` holds
     each minibatch's dropout seed (empty without dropout). Returns (sum of
-    minibatch loss x weight sum, sum of weight sums, steps taken, index of
-    the minibatch whose loss or gradient was not finite, or -1). The scratch
+    minibatch loss x weight sum, sum of weight sums, steps taken, steps
+    skipped because their gradient was not finite, index of the minibatch
+    whose loss was not finite, or -1). The scratch
     buffers must fit the largest minibatch (``workspace_size`` and
     ``chunk_rows``); at most ``workspace.shape[0]`` threads run.
     """
@@ -80,7 +82,8 @@ def train_epoch(
                           floating is float)
     cdef Data data = _data(&m, X, lengths, labels, targets, sample_weight)
     cdef intp_t n = order.shape[0], P = params.shape[0], T = X.shape[1]
-    cdef intp_t start, n_batch, j, k = 0, steps = 0, diverged = -1, n_windows, window
+    cdef intp_t start, n_batch, j, k = 0, steps = 0, skipped = 0, diverged = -1
+    cdef intp_t n_windows, window
     cdef intp_t[::1] batch = np.empty(min(schedule.batch_size, n), dtype=np.intp)
     cdef intp_t[::1] slots = np.empty(T + 2, dtype=np.intp)
     cdef double[::1] chunk_loss = np.empty(chunk_grads.shape[0])
@@ -134,28 +137,35 @@ def train_epoch(
                         sq += <double> p * p
                         grad[j] += <floating> coef * p
                     loss += 0.5 * coef * sq
+                if not isfinite(loss):
+                    diverged = k - 1
+                    break
+                total_loss += loss * weight_sum
+                total_weight += weight_sum
                 sq = 0
                 for j in range(P):
                     sq += <double> grad[j] * grad[j]
-                if not (isfinite(loss) and isfinite(sq)):
-                    diverged = k - 1
-                    break
-                if schedule.clip_norm > 0 and sq > schedule.clip_norm * schedule.clip_norm:
-                    coef = schedule.clip_norm / sqrt(sq)
-                    for j in range(P):
-                        grad[j] *= <floating> coef
-                steps += 1
-                _solver_step(&solver, solver.steps_done + steps, &params[0], &grad[0],
-                             &state_a[0], &state_b[0], P)
-                total_loss += loss * weight_sum
-                total_weight += weight_sum
+                if not isfinite(sq):
+                    # A finite loss whose gradient overflowed: exploding
+                    # gradients through a long sequence, beyond the dtype's
+                    # range before clipping could scale them. Skip the step,
+                    # as mixed-precision training does; the caller counts.
+                    skipped += 1
+                else:
+                    if schedule.clip_norm > 0 and sq > schedule.clip_norm * schedule.clip_norm:
+                        coef = schedule.clip_norm / sqrt(sq)
+                        for j in range(P):
+                            grad[j] *= <floating> coef
+                    steps += 1
+                    _solver_step(&solver, solver.steps_done + steps, &params[0], &grad[0],
+                                 &state_a[0], &state_b[0], P)
                 # Ctrl-C acts between optimizer steps: KeyboardInterrupt
                 # propagates from here, params as the last step left them.
                 with gil:
                     PyErr_CheckSignals()
             if diverged >= 0:
                 break
-    return total_loss, total_weight, steps, diverged
+    return total_loss, total_weight, steps, skipped, diverged
 
 
 cdef double _weight_sum(const Model* m, const intp_t* lengths, const floating* weights,
