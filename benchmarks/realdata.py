@@ -10,8 +10,8 @@ the fit time:
 * ``defaults``: ``RNNClassifier(random_state=seed)``, nothing else set;
 * ``tuned``: a setting chosen by hand for the suite (``TUNED``);
 * ``torch``: the defaults' recipe (cell, size, head, input averaging,
-  optimizer, learning rate and its schedule, batch size, clipping, epochs,
-  stopping rule) written in PyTorch, with its Adam in cbptt's form (from
+  optimizer, learning rate and its schedule, batch size, clipping and
+  skipping overflowing steps, epochs, stopping rule) written in PyTorch, with its Adam in cbptt's form (from
   the same weights and minibatches, the two train alike to rounding);
 * ``minirocket``: aeon's MiniRocket classifier, a convolutional-kernel
   method that is strong on these sets (series of unequal length are padded
@@ -190,15 +190,16 @@ def fit_torch(X, y, X_test, seed):
             loss = loss + d["alpha"] / (2 * len(idx)) * l2
             opt.zero_grad()
             loss.backward()
-            if d["clip_norm"]:
-                torch.nn.utils.clip_grad_norm_(params, d["clip_norm"])
+            total += loss.item() * len(idx)
+            norm = torch.nn.utils.clip_grad_norm_(params, d["clip_norm"] or np.inf)
+            if not torch.isfinite(norm):   # an overflowing gradient: skipped, as cbptt does
+                continue
             # cbptt's Adam (scikit-learn's and Keras's form) folds the bias
             # corrections into the step size: PyTorch's with this epsilon.
             steps += 1
             for group in opt.param_groups:
                 group["eps"] = d["epsilon"] / np.sqrt(1 - d["beta_2"] ** steps)
             opt.step()
-            total += loss.item() * len(idx)
         epochs += 1
         total /= n
         if total <= best - d["tol"]:
