@@ -326,7 +326,9 @@ def _plot(results, datasets, models, path):
         acc = [results[d][model]["accuracy"] for d in datasets]
         x = np.arange(len(datasets)) + (k - (len(models) - 1) / 2) * width
         ax.bar(x, [np.mean(a) for a in acc], width, label=model,
-               yerr=[[np.mean(a) - min(a) for a in acc], [max(a) - np.mean(a) for a in acc]],
+               # max(0, .): the mean of equal values can round past them
+               yerr=[[max(0, np.mean(a) - min(a)) for a in acc],
+                     [max(0, max(a) - np.mean(a)) for a in acc]],
                capsize=2)
     ax.set_xticks(np.arange(len(datasets)), datasets, rotation=20, ha="right")
     ax.set_ylabel("test accuracy")
