@@ -11,8 +11,9 @@ the fit time:
 * ``tuned``: a setting chosen by hand for the suite (``TUNED``);
 * ``torch``: the defaults' recipe (cell, size, head, input averaging,
   optimizer, learning rate and its schedule, batch size, clipping and
-  skipping overflowing steps, epochs, stopping rule) written in PyTorch, with its Adam in cbptt's form (from
-  the same weights and minibatches, the two train alike to rounding);
+  skipping overflowing steps, epochs, stopping rule) written in PyTorch,
+  with its Adam in cbptt's form (from the same weights and minibatches,
+  the two train alike to rounding);
 * ``minirocket``: aeon's MiniRocket classifier, a convolutional-kernel
   method that is strong on these sets (series of unequal length are padded
   with zeros to the longest).

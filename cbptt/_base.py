@@ -736,8 +736,8 @@ DIVERGED_FACTOR = 2.0
 
 def _warn_if_diverging(losses, patience, optimizer):
     """A ConvergenceWarning when the training loss ended far above where it
-    started, or grew for ``patience`` epochs in a row (the stopping rule's): the fit is not
-    diverging to NaN, but it is not converging either."""
+    started, or grew for ``patience`` epochs in a row (the stopping rule's):
+    the fit is not diverging to NaN, but it is not converging either."""
     if len(losses) < 2:
         return
     growth = np.diff(losses) > 0

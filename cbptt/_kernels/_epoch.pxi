@@ -74,9 +74,9 @@ def train_epoch(
     each minibatch's dropout seed (empty without dropout). Returns (sum of
     minibatch loss x weight sum, sum of weight sums, steps taken, steps
     skipped because their gradient was not finite, index of the minibatch
-    whose loss was not finite, or -1). The scratch
-    buffers must fit the largest minibatch (``workspace_size`` and
-    ``chunk_rows``); at most ``workspace.shape[0]`` threads run.
+    whose loss was not finite, or -1). The scratch buffers must fit the
+    largest minibatch (``workspace_size`` and ``chunk_rows``); at most
+    ``workspace.shape[0]`` threads run.
     """
     cdef Model m = _model(&spec, hidden, X.shape[1], schedule.truncate, 0,
                           floating is float)
