@@ -175,6 +175,7 @@ def fit_torch(X, y, X_test, seed):
 
     n = len(X)
     batch = defaults._batch_size(n)
+    patience = defaults._patience(-(-n // batch))   # epochs of ceil(n / batch) steps
     start = time.perf_counter()
     best, stall, lr = np.inf, 0, d["learning_rate_init"]
     epochs = steps = 0
@@ -207,7 +208,7 @@ def fit_torch(X, y, X_test, seed):
             best, stall = total, 0
         else:
             best, stall = min(best, total), stall + 1
-        if stall > defaults._patience(-(-n // batch)):   # epochs of ceil(n / batch) steps
+        if stall > patience:
             if d["learning_rate"] == "adaptive" and lr > 1e-6:
                 lr /= 5
                 for group in opt.param_groups:
